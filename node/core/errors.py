@@ -1,0 +1,66 @@
+"""Error types shared by every layer. Imports nothing from node.
+
+- `NotCanonical`: bytes that are not the one canonical encoding of a record (bad input).
+- `Reject` / `TxRejected`: a transaction refused with a stable numeric code (bad input).
+- `BlockInvalid`: a foreign or replayed block is wrong; refuse it and keep running.
+- `InvariantViolation`: our own bug or corrupted state; halt, never commit.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class PerpError(Exception):
+    """Base of every error perpchain raises on purpose."""
+
+
+class NotCanonical(PerpError, ValueError):
+    """Input bytes are not the canonical encoding (or not decodable at all)."""
+
+
+class OutOfRange(PerpError, ValueError):
+    """An integer lies outside the range a field or the wire allows."""
+
+
+class Reject(enum.IntEnum):
+    """Receipt codes in the order checks run. Append only; retired numbers stay reserved."""
+
+    MALFORMED = 1
+    BAD_SIGNATURE = 2
+    BAD_NONCE = 3
+    UNKNOWN_MARKET = 4
+    SIZE_MUST_BE_POSITIVE = 5
+    ACCOUNTS_MUST_DIFFER = 6
+    UNKNOWN_ACCOUNT = 7
+    INSUFFICIENT_MARGIN = 8
+
+
+class TxRejected(PerpError):
+    """A transaction is refused; the state is unchanged and the receipt carries `code`."""
+
+    def __init__(self, code: int, detail: str = "") -> None:
+        self.code = int(code)
+        self.detail = detail
+        super().__init__(f"{_code_name(self.code)}: {detail}" if detail else _code_name(self.code))
+
+
+def _code_name(code: int) -> str:
+    try:
+        return Reject(code).name
+    except ValueError:
+        return f"REJECT_{code}"
+
+
+class BlockInvalid(PerpError):
+    """A block from outside (replay, follower sync) does not verify."""
+
+
+class InvariantViolation(PerpError):
+    """A state invariant does not hold: never caught inside transaction processing."""
+
+
+def invariant(ok: bool, message: str) -> None:
+    """Raise InvariantViolation unless `ok`. Unlike `assert`, `python -O` cannot strip it."""
+    if not ok:
+        raise InvariantViolation(message)
