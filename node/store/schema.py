@@ -1,0 +1,127 @@
+"""Physical key layout of the store: every LevelDB key is built here. Imports nothing from node.
+
+| prefix | key                                   | value                                          |
+| ------ | ------------------------------------- | ---------------------------------------------- |
+| `m`    | `m` + name                            | meta: `latest` (height, root), `format`,       |
+|        |                                       | `epoch`, `floor`, `rollback` (progress marker),|
+|        |                                       | `fork_seq`                                     |
+| `f`    | `f` + key                             | flat latest state: the current value of key    |
+| `v`    | `v` + len(key):u16 + key + ~height:u64| versioned value: `\\x01`+value, `\\x00` = deleted |
+| `d`    | `d` + height:u64                      | diff of that height: msgpack [[ns, key, flag,  |
+|        |                                       | old]...] sorted, old values at the previous    |
+|        |                                       | retained height (flag 0 = key was absent)      |
+| `r`    | `r` + height:u64                      | state root after that height (32 bytes)        |
+| `c`    | `c` + name                            | checkpoint pin: msgpack [height, root, time_ms,|
+|        |                                       | reason]                                        |
+| `b`    | `b` + height:u64 + name               | per-height record (block, receipts...)         |
+| `u`    | `u` + key                             | non-Merkleized index (tx hash -> location...)  |
+| `x`    | `x` + fork:u64 + height:u64 + name    | archive of rolled-back heights (records,       |
+|        |                                       | `\\x00diff`, `\\x00root`)                         |
+| `k`    | `k` + fork:u64                        | fork description: msgpack [from, to, time_ms,  |
+|        |                                       | reason]                                        |
+
+Heights are big-endian so LevelDB's byte order is height order; `~height` (bitwise not) makes
+the newest version of a key sort first, so a read at height h is one seek. The flat table and
+the versioned table hold the same bytes for the head; the Merkle tree is kept in memory and
+rebuilt from the flat table on open (and checked against `latest` and `r`+height).
+"""
+
+from __future__ import annotations
+
+import struct
+
+META_LATEST = b"mlatest"
+META_FORMAT = b"mformat"
+META_EPOCH = b"mepoch"
+META_FLOOR = b"mfloor"
+META_ROLLBACK = b"mrollback"
+META_FORK_SEQ = b"mfork_seq"
+FORMAT = b"perpchain-store/1"
+
+FLAT = b"f"
+VERSIONED = b"v"
+DIFF = b"d"
+ROOT = b"r"
+CHECKPOINT = b"c"
+RECORD = b"b"
+INDEX = b"u"
+ARCHIVE = b"x"
+FORK = b"k"
+
+NS_STATE = 0  # a diff entry of the Merkleized state
+NS_INDEX = 1  # a diff entry of the non-Merkleized index
+
+ARCHIVED_DIFF = b"\x00diff"
+ARCHIVED_ROOT = b"\x00root"
+
+_U64 = struct.Struct(">Q")
+_U16 = struct.Struct(">H")
+U64_MASK = (1 << 64) - 1
+
+
+def u64(value: int) -> bytes:
+    return _U64.pack(value)
+
+
+def read_u64(data: bytes, offset: int = 0) -> int:
+    return int(_U64.unpack_from(data, offset)[0])
+
+
+def flat_key(key: bytes) -> bytes:
+    return FLAT + key
+
+
+def index_key(key: bytes) -> bytes:
+    return INDEX + key
+
+
+def versioned_prefix(key: bytes) -> bytes:
+    return VERSIONED + _U16.pack(len(key)) + key
+
+
+def versioned_key(key: bytes, height: int) -> bytes:
+    return VERSIONED + _U16.pack(len(key)) + key + _U64.pack(U64_MASK ^ height)
+
+
+def versioned_height(physical: bytes) -> int:
+    return U64_MASK ^ read_u64(physical, len(physical) - 8)
+
+
+def diff_key(height: int) -> bytes:
+    return DIFF + _U64.pack(height)
+
+
+def root_key(height: int) -> bytes:
+    return ROOT + _U64.pack(height)
+
+
+def checkpoint_key(name: bytes) -> bytes:
+    return CHECKPOINT + name
+
+
+def record_prefix(height: int) -> bytes:
+    return RECORD + _U64.pack(height)
+
+
+def record_key(height: int, name: bytes) -> bytes:
+    return RECORD + _U64.pack(height) + name
+
+
+def archive_key(fork: int, height: int, name: bytes) -> bytes:
+    return ARCHIVE + _U64.pack(fork) + _U64.pack(height) + name
+
+
+def archive_prefix(fork: int) -> bytes:
+    return ARCHIVE + _U64.pack(fork)
+
+
+def fork_key(fork: int) -> bytes:
+    return FORK + _U64.pack(fork)
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key starting with `prefix` (None: no bound)."""
+    trimmed = prefix.rstrip(b"\xff")
+    if not trimmed:
+        return None
+    return trimmed[:-1] + bytes([trimmed[-1] + 1])

@@ -1,0 +1,756 @@
+"""VersionedStore: flat state + per-height diffs + versioned values + an in-memory Merkle tree.
+
+Imports node.core.{merkle,errors}, node.store.{backend,errors,schema,tree} and msgpack.
+
+Write path (`commit`): validate everything, compute the new tree (copy-on-write, so the old
+version stays intact), then write ONE atomic synced batch: flat values, versioned values, the
+height's diff (old values), its root, its records and index entries, and last the `latest`
+marker. Memory moves to the new version only after the batch is durable. A crash at any
+instant leaves height h or h+1, never a mix: LevelDB applies a batch whole or not at all.
+
+Read path: the head from the flat table (one get); an older retained height from the versioned
+table (one seek). Proofs at the head use the live tree; at an older height, a tree rebuilt from
+the nearest newer one by undoing diffs (cost grows with what changed since, not with the state).
+
+Open: the tree is rebuilt from the flat table and its root must equal the recorded root of the
+head, so a store that opens is a store whose state verifies (tampering fails loudly here).
+Rollback writes a progress marker, then undoes heights newest-first in atomic chunks, each
+leaving a valid committed version; a crash mid-way is finished by the next `open`.
+See docs/STORE.md for the design and its departures from DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import os
+from bisect import bisect_right
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple
+
+import msgpack
+
+from node.core import merkle
+from node.store import schema, tree
+from node.store.backend import Backend, LevelDBBackend, Op
+from node.store.errors import HeightUnavailable, StaleWriter, StoreCorrupted, StoreError
+
+MAX_KEY_BYTES = 256
+MAX_VALUE_BYTES = 1 << 20
+MAX_RECORD_NAME_BYTES = 64
+MAX_RECORD_BYTES = 64 << 20
+ROLLBACK_ROWS_PER_BATCH = 50_000
+
+_ABSENT = 0
+_PRESENT = 1
+
+
+class Checkpoint(NamedTuple):
+    name: str
+    height: int
+    root: bytes
+
+
+class RollbackResult(NamedTuple):
+    fork_id: int  # 0 when nothing was reverted
+    from_height: int
+    to_height: int
+    heights_reverted: int
+    rows_removed: int
+
+
+class Fork(NamedTuple):
+    """Heights (to_height, from_height] were rolled back and archived under fork_id."""
+
+    fork_id: int
+    from_height: int
+    to_height: int
+    reason: str
+
+
+def _pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _unpack(data: bytes, what: str) -> Any:
+    try:
+        return msgpack.unpackb(data, raw=False)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as error:
+        raise StoreCorrupted(f"undecodable {what}: {error}") from None
+
+
+def _check_key(key: object) -> bytes:
+    if type(key) is not bytes:
+        raise TypeError(f"keys are bytes, not {type(key).__name__}")
+    if not 1 <= len(key) <= MAX_KEY_BYTES:
+        raise ValueError(f"key of {len(key)} bytes: keys are 1 to {MAX_KEY_BYTES} bytes")
+    return key
+
+
+def _check_value(key: bytes, value: object) -> bytes | None:
+    if value is None:
+        return None
+    if type(value) is not bytes:
+        raise TypeError(f"value of {key!r} must be bytes or None, not {type(value).__name__}")
+    if len(value) > MAX_VALUE_BYTES:
+        raise ValueError(f"value of {len(value)} bytes exceeds {MAX_VALUE_BYTES} (key {key!r})")
+    return value
+
+
+def _check_name(name: object) -> bytes:
+    raw = name.encode("utf-8") if isinstance(name, str) else name
+    if type(raw) is not bytes or not 1 <= len(raw) <= MAX_RECORD_NAME_BYTES:
+        raise ValueError(f"name {name!r} must be 1 to {MAX_RECORD_NAME_BYTES} bytes")
+    return raw
+
+
+class VersionedStore:
+    """The Merkleized, versioned key-value state of the chain (one writer per store)."""
+
+    def __init__(
+        self, backend: Backend, *, history_window: int = 32, verify_on_open: bool = True
+    ) -> None:
+        self._db = backend
+        self._window = max(1, history_window)
+        self._closed = False
+        self._recent: OrderedDict[int, tree.Node] = OrderedDict()  # height -> root node
+        self._rebuilt: OrderedDict[int, tree.Node] = OrderedDict()  # LRU of older versions
+        try:
+            self._open(verify_on_open)
+        except BaseException:
+            backend.close()
+            raise
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], **options: Any) -> VersionedStore:
+        """Open (creating if missing) the store at `path`; StoreLocked if another holds it."""
+        return cls(LevelDBBackend(path), **options)
+
+    def __enter__(self) -> VersionedStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._recent.clear()
+            self._rebuilt.clear()
+            self._db.close()
+
+    # ------------------------------------------------------------------ open and recovery
+
+    def _open(self, verify_on_open: bool) -> None:
+        db = self._db
+        fmt = db.get(schema.META_FORMAT)
+        if fmt is None:
+            if next(iter(db.scan(b"")), None) is not None:
+                raise StoreError("not a perpchain store: it has data but no format marker")
+            db.write([(schema.META_FORMAT, schema.FORMAT)], sync=True)
+        elif fmt != schema.FORMAT:
+            raise StoreError(f"unsupported store format {fmt!r} (this node reads {schema.FORMAT!r})")
+        epoch = db.get(schema.META_EPOCH)
+        self._epoch = 0 if epoch is None else schema.read_u64(epoch)
+        marker = db.get(schema.META_ROLLBACK)
+        if marker is not None:
+            self._undo_to_marker(marker, None)
+        self._height, self._root = self._read_latest()
+        node = tree.build_from_pairs(self._iter_flat(b""))
+        if verify_on_open or marker is not None:
+            self._check_root(node, self._height, self._root, "on open")
+        self._root_node = node
+        self._remember(self._height, node)
+        if marker is not None:
+            db.write([(schema.META_ROLLBACK, None)], sync=True)
+
+    def _read_latest(self) -> tuple[int, bytes]:
+        raw = self._db.get(schema.META_LATEST)
+        if raw is None:
+            if self._db.get(schema.root_key(0)) is not None:
+                raise StoreCorrupted("roots are stored but the latest marker is missing")
+            return -1, merkle.EMPTY_ROOT
+        latest = _unpack(raw, "latest marker")
+        if (
+            type(latest) is not list
+            or len(latest) != 2
+            or type(latest[0]) is not int
+            or type(latest[1]) is not bytes
+            or len(latest[1]) != 32
+        ):
+            raise StoreCorrupted("malformed latest marker")
+        height, root = latest
+        if self._db.get(schema.root_key(height)) != root:
+            raise StoreCorrupted(f"latest marker root differs from the recorded root of {height}")
+        return height, root
+
+    def _check_root(self, node: tree.Node, height: int, expected: bytes, when: str) -> None:
+        actual = tree.root_hash(node)
+        if actual != expected:
+            raise StoreCorrupted(
+                f"state root mismatch {when} at height {height}: "
+                f"recorded {expected.hex()}, computed {actual.hex()}"
+            )
+
+    # ------------------------------------------------------------------ reads
+
+    @property
+    def height(self) -> int:
+        """The latest committed version; -1 for an empty store (the first commit is 0)."""
+        return self._height
+
+    @property
+    def epoch(self) -> int:
+        """The fencing epoch: commits that name an older one are refused."""
+        return self._epoch
+
+    def root(self, height: int | None = None) -> bytes:
+        self._check_open()
+        if height is None or height == self._height:
+            return self._root
+        self._require_retained(height)
+        raw = self._db.get(schema.root_key(height))
+        assert raw is not None
+        if len(raw) != 32:
+            raise StoreCorrupted(f"recorded root of height {height} is {len(raw)} bytes")
+        return raw
+
+    def get(self, key: bytes, height: int | None = None) -> bytes | None:
+        self._check_open()
+        _check_key(key)
+        if height is None or height == self._height:
+            return self._db.get(schema.flat_key(key))
+        self._require_retained(height)
+        return self._versioned_get(key, height)
+
+    def _versioned_get(self, key: bytes, height: int) -> bytes | None:
+        prefix = schema.versioned_prefix(key)
+        for _, raw in self._db.scan(schema.versioned_key(key, height), schema.prefix_end(prefix)):
+            if raw[:1] == b"\x01":
+                return raw[1:]
+            if raw != b"\x00":
+                raise StoreCorrupted(f"malformed versioned value of {key!r}")
+            return None
+        return None
+
+    def iter_prefix(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Latest (key, value) pairs whose key starts with `prefix`, in key order."""
+        self._check_open()
+        return self._iter_flat(prefix)
+
+    def _iter_flat(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        start = schema.flat_key(prefix)
+        for physical, value in self._db.scan(start, schema.prefix_end(start)):
+            yield physical[1:], value
+
+    def prove(self, key: bytes, height: int | None = None) -> bytes:
+        """Canonical inclusion or non-inclusion proof of `key` against `root(height)`."""
+        self._check_open()
+        _check_key(key)
+        return tree.prove(self._tree_at(self._height if height is None else height), key)
+
+    def index_get(self, key: bytes) -> bytes | None:
+        """The latest value of a non-Merkleized index entry (tx hash -> location, ...)."""
+        self._check_open()
+        return self._db.get(schema.index_key(_check_key(key)))
+
+    def record(self, height: int, name: str | bytes) -> bytes | None:
+        """A per-height record (block, receipts...) written with the commit of `height`."""
+        self._check_open()
+        return self._db.get(schema.record_key(height, _check_name(name)))
+
+    def records(self, height: int) -> list[tuple[bytes, bytes]]:
+        self._check_open()
+        prefix = schema.record_prefix(height)
+        return [(k[len(prefix) :], v) for k, v in self._db.scan(prefix, schema.prefix_end(prefix))]
+
+    def retained_heights(self) -> list[int]:
+        """Every height whose state can still be read, proven and restored, ascending."""
+        self._check_open()
+        return [schema.read_u64(k, 1) for k, _ in self._db.scan(schema.ROOT, b"s")]
+
+    def diff(self, from_height: int, to_height: int) -> Iterator[tuple[bytes, bytes | None, bytes | None]]:
+        """(key, value at from_height, value at to_height) for each key that differs, key order."""
+        self._check_open()
+        if from_height > to_height:
+            raise ValueError(f"from_height={from_height} is above to_height={to_height}")
+        self._require_retained(from_height)
+        self._require_retained(to_height)
+        keys: set[bytes] = set()
+        for height in self._heights_between(from_height, to_height):
+            keys.update(key for ns, key, _, _ in self._read_diff(height) if ns == schema.NS_STATE)
+        return self._diff_rows(sorted(keys), from_height, to_height)
+
+    def _diff_rows(
+        self, keys: list[bytes], from_height: int, to_height: int
+    ) -> Iterator[tuple[bytes, bytes | None, bytes | None]]:
+        for key in keys:
+            old = self._versioned_get(key, from_height) if from_height >= 0 else None
+            new = self.get(key, to_height)
+            if old != new:
+                yield key, old, new
+
+    # ------------------------------------------------------------------ commit
+
+    def commit(
+        self,
+        writes: Mapping[bytes, bytes | None],
+        *,
+        records: Mapping[str | bytes, bytes] | None = None,
+        index: Mapping[bytes, bytes | None] | None = None,
+        epoch: int | None = None,
+    ) -> bytes:
+        """Write version height+1 atomically; returns its root.
+
+        `writes` go to the Merkleized state (None deletes). `records` are per-height blobs
+        (block, receipts) kept with the height and archived if it is rolled back. `index`
+        entries are non-Merkleized but versioned with the state, so a rollback reverts them.
+        `epoch`, when given, must equal the store's fencing epoch.
+        """
+        self._check_open()
+        if epoch is not None and epoch != self._epoch:
+            raise StaleWriter(f"commit from writer epoch {epoch}; the store is at {self._epoch}")
+        state = sorted((_check_key(k), _check_value(k, v)) for k, v in writes.items())
+        extra = sorted((_check_key(k), _check_value(k, v)) for k, v in (index or {}).items())
+        blobs = [(_check_name(name), blob) for name, blob in (records or {}).items()]
+        for name, blob in blobs:
+            if type(blob) is not bytes or len(blob) > MAX_RECORD_BYTES:
+                raise ValueError(f"record {name!r} must be bytes of at most {MAX_RECORD_BYTES}")
+
+        height = self._height + 1
+        get = self._db.get
+        ops: list[Op] = []
+        diff: list[list[Any]] = []
+        changes: list[tree.Change] = []
+        for key, value in state:
+            flat = schema.FLAT + key
+            old = get(flat)
+            if old == value:
+                continue
+            diff.append([schema.NS_STATE, key, _ABSENT if old is None else _PRESENT, old or b""])
+            ops.append((flat, value))
+            ops.append(
+                (schema.versioned_key(key, height), b"\x00" if value is None else b"\x01" + value)
+            )
+            changes.append(tree.make_change(key, value))
+        for key, value in extra:
+            physical = schema.INDEX + key
+            old = get(physical)
+            if old != value:
+                diff.append([schema.NS_INDEX, key, _ABSENT if old is None else _PRESENT, old or b""])
+                ops.append((physical, value))
+        changes.sort()
+        node = tree.update(self._root_node, changes)
+        root = tree.root_hash(node)
+        for name, blob in blobs:
+            ops.append((schema.record_key(height, name), blob))
+        ops.append((schema.diff_key(height), _pack(diff)))
+        ops.append((schema.root_key(height), root))
+        ops.append((schema.META_LATEST, _pack([height, root])))  # last: the commit point
+        self._db.write(ops, sync=True)
+        self._height, self._root, self._root_node = height, root, node
+        self._remember(height, node)
+        return root
+
+    def advance_epoch(self) -> int:
+        """Start a new fencing epoch (durably); writers holding the old one are refused."""
+        self._check_open()
+        epoch = self._epoch + 1
+        self._db.write([(schema.META_EPOCH, schema.u64(epoch))], sync=True)
+        self._epoch = epoch
+        return epoch
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint(self, name: str, *, height: int | None = None, reason: str = "") -> Checkpoint:
+        """Pin `height` (default: the head) under `name`; pruning never removes it."""
+        self._check_open()
+        raw_name = _check_name(name)
+        if self._db.get(schema.checkpoint_key(raw_name)) is not None:
+            raise ValueError(f"checkpoint {name!r} exists")
+        height = self._height if height is None else height
+        if height < 0:
+            raise HeightUnavailable("an empty store has nothing to checkpoint")
+        root = self.root(height)
+        record = _pack([height, root, reason])
+        self._db.write([(schema.checkpoint_key(raw_name), record)], sync=True)
+        return Checkpoint(raw_name.decode("utf-8", "replace"), height, root)
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """Every pin, ordered by height then name."""
+        self._check_open()
+        out = []
+        for physical, raw in self._db.scan(schema.CHECKPOINT, schema.prefix_end(schema.CHECKPOINT)):
+            height, root, _ = self._decode_checkpoint(raw)
+            out.append(Checkpoint(physical[1:].decode("utf-8", "replace"), height, root))
+        out.sort(key=lambda cp: (cp.height, cp.name))
+        return out
+
+    def get_checkpoint(self, name: str) -> Checkpoint:
+        self._check_open()
+        raw = self._db.get(schema.checkpoint_key(_check_name(name)))
+        if raw is None:
+            raise KeyError(f"no checkpoint named {name!r}")
+        height, root, _ = self._decode_checkpoint(raw)
+        return Checkpoint(name, height, root)
+
+    def delete_checkpoint(self, name: str) -> None:
+        self._check_open()
+        key = schema.checkpoint_key(_check_name(name))
+        if self._db.get(key) is None:
+            raise KeyError(f"no checkpoint named {name!r}")
+        self._db.write([(key, None)], sync=True)
+
+    @staticmethod
+    def _decode_checkpoint(raw: bytes) -> tuple[int, bytes, str]:
+        record = _unpack(raw, "checkpoint")
+        if type(record) is not list or len(record) != 3 or type(record[0]) is not int:
+            raise StoreCorrupted("malformed checkpoint record")
+        return record[0], record[1], record[2]
+
+    def _pinned_heights(self) -> list[int]:
+        return sorted({cp.height for cp in self.checkpoints()})
+
+    # ------------------------------------------------------------------ rollback
+
+    def rollback_to(self, height: int, *, reason: str = "") -> RollbackResult:
+        """Make `height` the head again. Reverted heights are archived under a new fork id.
+
+        Re-entrant: a crash at any point is completed by the next open. Checkpoints above
+        `height` are deleted (their state no longer exists on this chain).
+        """
+        self._check_open()
+        self._require_retained(height)
+        if height == self._height:
+            return RollbackResult(0, height, height, 0, 0)
+        seq = self._db.get(schema.META_FORK_SEQ)
+        fork_id = (0 if seq is None else schema.read_u64(seq)) + 1
+        marker = _pack([height, fork_id, self._height])
+        ops: list[Op] = [
+            (schema.META_FORK_SEQ, schema.u64(fork_id)),
+            (schema.fork_key(fork_id), _pack([self._height, height, reason])),
+            (schema.META_ROLLBACK, marker),
+        ]
+        for cp in self.checkpoints():
+            if cp.height > height:
+                ops.append((schema.checkpoint_key(_check_name(cp.name)), None))
+        self._db.write(ops, sync=True)
+        from_height = self._height
+        undone: dict[bytes, bytes | None] = {}
+        heights, rows = self._undo_to_marker(marker, undone)
+        node = tree.update(
+            self._root_node, sorted(tree.make_change(k, v) for k, v in undone.items())
+        )
+        expected = self._db.get(schema.root_key(height))
+        assert expected is not None
+        self._check_root(node, height, expected, "after rollback")
+        self._db.write([(schema.META_ROLLBACK, None)], sync=True)
+        self._height, self._root, self._root_node = height, expected, node
+        for cache in (self._recent, self._rebuilt):
+            for stale in [h for h in cache if h > height]:
+                del cache[stale]
+        self._remember(height, node)
+        return RollbackResult(fork_id, from_height, height, heights, rows)
+
+    def _undo_to_marker(
+        self, marker: bytes, undone: dict[bytes, bytes | None] | None
+    ) -> tuple[int, int]:
+        """Undo heights above the marker's target, newest first, in atomic chunks.
+
+        Each chunk leaves the store at a committed version (the next retained height below
+        the chunk), with `latest` moved in the same batch. `undone` collects, per state key,
+        its value at the target (for an incremental tree update). Returns (heights, rows).
+        """
+        decoded = _unpack(marker, "rollback marker")
+        target, fork_id = decoded[0], decoded[1]
+        latest_raw = self._db.get(schema.META_LATEST)
+        current = -1 if latest_raw is None else _unpack(latest_raw, "latest marker")[0]
+        heights = [h for h in self._retained_from(target) if h > target and h <= current]
+        heights.reverse()  # newest first
+        total_rows = 0
+        index = 0
+        while index < len(heights):
+            ops: list[Op] = []
+            pending: dict[bytes, bytes | None] = {}
+            rows = 0
+            while index < len(heights) and rows < ROLLBACK_ROWS_PER_BATCH:
+                height = heights[index]
+                index += 1
+                rows += self._undo_height(height, fork_id, ops, pending)
+            below = heights[index] if index < len(heights) else target
+            root = self._db.get(schema.root_key(below))
+            if root is None:
+                raise StoreCorrupted(f"rollback: no recorded root for height {below}")
+            ops.extend(pending.items())
+            ops.append((schema.META_LATEST, _pack([below, root])))
+            self._db.write(ops, sync=True)
+            if undone is not None:
+                for physical, value in pending.items():
+                    if physical[:1] == schema.FLAT:
+                        undone[physical[1:]] = value
+            total_rows += rows
+        return len(heights), total_rows
+
+    def _undo_height(
+        self, height: int, fork_id: int, ops: list[Op], pending: dict[bytes, bytes | None]
+    ) -> int:
+        """Append the ops that undo one height; returns the number of rows it touches."""
+        diff_raw = self._db.get(schema.diff_key(height)) or _pack([])
+        root_raw = self._db.get(schema.root_key(height)) or b""
+        rows = 2
+        for ns, key, flag, old in self._decode_diff(diff_raw, height):
+            value = old if flag == _PRESENT else None
+            if ns == schema.NS_STATE:
+                pending[schema.FLAT + key] = value
+                ops.append((schema.versioned_key(key, height), None))
+                rows += 2
+            else:
+                pending[schema.INDEX + key] = value
+                rows += 1
+        for name, blob in self.records(height):
+            ops.append((schema.archive_key(fork_id, height, name), blob))
+            ops.append((schema.record_key(height, name), None))
+            rows += 1
+        ops.append((schema.archive_key(fork_id, height, schema.ARCHIVED_DIFF), diff_raw))
+        ops.append((schema.archive_key(fork_id, height, schema.ARCHIVED_ROOT), root_raw))
+        ops.append((schema.diff_key(height), None))
+        ops.append((schema.root_key(height), None))
+        return rows
+
+    def forks(self) -> list[Fork]:
+        """Every rollback, oldest first."""
+        self._check_open()
+        out = []
+        for physical, raw in self._db.scan(schema.FORK, schema.prefix_end(schema.FORK)):
+            from_height, to_height, reason = _unpack(raw, "fork record")
+            out.append(Fork(schema.read_u64(physical, 1), from_height, to_height, reason))
+        return out
+
+    def archived_record(self, fork_id: int, height: int, name: str | bytes) -> bytes | None:
+        """A record of a rolled-back height (also `\\x00diff` and `\\x00root`)."""
+        self._check_open()
+        raw = name.encode() if isinstance(name, str) else name
+        return self._db.get(schema.archive_key(fork_id, height, raw))
+
+    def archived_diff(self, fork_id: int, height: int) -> list[tuple[bytes, bytes | None]]:
+        """(state key, value before `height`) for each key the rolled-back height changed."""
+        raw = self.archived_record(fork_id, height, schema.ARCHIVED_DIFF)
+        if raw is None:
+            return []
+        return [
+            (key, old if flag == _PRESENT else None)
+            for ns, key, flag, old in self._decode_diff(raw, height)
+            if ns == schema.NS_STATE
+        ]
+
+    # ------------------------------------------------------------------ pruning
+
+    def prune(self, before_height: int) -> int:
+        """Drop history below `before_height` except pinned checkpoints; returns rows removed.
+
+        The head is always kept. Diffs of dropped heights are merged into the next kept
+        height, so every kept height (pins included) stays readable, provable and restorable.
+        """
+        self._check_open()
+        before = min(before_height, self._height)
+        pins = self._pinned_heights()
+        candidates = [h for h in self.retained_heights() if h < before]
+        doomed = [h for h in candidates if h not in set(pins)]
+        if not doomed:
+            return 0
+        doomed_set = set(doomed)
+        kept_below = [h for h in candidates if h not in doomed_set]
+        next_keep = self._next_retained(before)
+        ops: list[Op] = []
+        rows = 0
+        carry: dict[tuple[int, bytes], tuple[int, bytes]] = {}
+        touched: dict[bytes, list[int]] = {}
+        lowest_kept = kept_below[0] if kept_below else next_keep
+        for height in candidates + ([next_keep] if next_keep is not None else []):
+            entries = self._read_diff(height)
+            if height in doomed_set:
+                for ns, key, flag, old in entries:
+                    carry.setdefault((ns, key), (flag, old))
+                    if ns == schema.NS_STATE:
+                        touched.setdefault(key, []).append(height)
+                ops.append((schema.diff_key(height), None))
+                ops.append((schema.root_key(height), None))
+                rows += 2
+                continue
+            if height != lowest_kept and carry:
+                merged = dict(carry)
+                for ns, key, flag, old in entries:
+                    merged.setdefault((ns, key), (flag, old))
+                blob = [[ns, key, flag, old] for (ns, key), (flag, old) in sorted(merged.items())]
+                ops.append((schema.diff_key(height), _pack(blob)))
+            carry = {}
+        for key in sorted(touched):
+            rows += self._prune_versions(key, doomed_set, pins, before, ops)
+        ops.append((schema.META_FLOOR, schema.u64(before)))
+        self._db.write(ops, sync=True)
+        for cache in (self._recent, self._rebuilt):
+            for gone in [h for h in cache if h in doomed_set]:
+                del cache[gone]
+        return rows
+
+    def _prune_versions(
+        self, key: bytes, doomed: set[int], pins: list[int], before: int, ops: list[Op]
+    ) -> int:
+        """Delete versions of `key` at doomed heights that no kept height reads any more."""
+        prefix = schema.versioned_prefix(key)
+        versions = [schema.versioned_height(k) for k, _ in self._db.scan(prefix, schema.prefix_end(prefix))]
+        versions.reverse()  # ascending
+        removed = 0
+        for position, version in enumerate(versions):
+            if version not in doomed:
+                continue
+            following = versions[position + 1] if position + 1 < len(versions) else None
+            if following is None or following > before:
+                continue  # still the value at `before` (and above)
+            first_pin = bisect_right(pins, version)
+            if first_pin < len(pins) and pins[first_pin] < following:
+                continue  # still the value at a pinned height
+            ops.append((schema.versioned_key(key, version), None))
+            removed += 1
+        return removed
+
+    # ------------------------------------------------------------------ verification
+
+    def verify(self) -> None:
+        """Recompute the head root from the flat state; StoreCorrupted on any mismatch."""
+        self._check_open()
+        key_hashes: dict[int, bytes] = {}
+        for key, value in self._iter_flat(b""):
+            kh = merkle.key_hash(key)
+            key_hashes[int.from_bytes(kh, "big")] = merkle.leaf_hash(kh, merkle.value_hash(value))
+        ordered = sorted(key_hashes)
+        computed = merkle.root_from_sorted(ordered, [key_hashes[k] for k in ordered])
+        recorded = self._db.get(schema.root_key(self._height)) if self._height >= 0 else None
+        for what, root in (
+            ("head root in memory", self._root),
+            ("recorded root", recorded if self._height >= 0 else merkle.EMPTY_ROOT),
+        ):
+            if root != computed:
+                raise StoreCorrupted(
+                    f"flat state at height {self._height} hashes to {computed.hex()}, "
+                    f"{what} is {root.hex() if root else None}"
+                )
+        raw = self._db.get(schema.META_LATEST)
+        if self._height >= 0 and (raw is None or _unpack(raw, "latest")[1] != computed):
+            raise StoreCorrupted("latest marker disagrees with the flat state")
+
+    def verify_history(self) -> int:
+        """Walk every retained height from the head down, undoing diffs on the tree, and
+        check each recorded root, each versioned value and each checkpoint. Returns heights."""
+        self.verify()
+        node = self._root_node
+        heights = self.retained_heights()
+        for position in range(len(heights) - 1, -1, -1):
+            height = heights[position]
+            self._check_root(node, height, self.root(height), "in history")
+            entries = [e for e in self._read_diff(height) if e[0] == schema.NS_STATE]
+            for _, key, _, _ in entries:
+                value = self._versioned_get(key, height)
+                stored = tree.lookup(node, tree.make_change(key, None)[0])
+                expected = None if value is None else merkle.value_hash(value)
+                if stored != expected:
+                    raise StoreCorrupted(f"versioned value of {key!r} at {height} is not the state")
+            if position == 0:
+                break
+            node = tree.update(
+                node,
+                sorted(
+                    tree.make_change(key, old if flag == _PRESENT else None)
+                    for _, key, flag, old in entries
+                ),
+            )
+        for cp in self.checkpoints():
+            if self.root(cp.height) != cp.root:
+                raise StoreCorrupted(f"checkpoint {cp.name!r} root differs from height {cp.height}")
+        return len(heights)
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the store is closed")
+
+    def _require_retained(self, height: int) -> None:
+        if type(height) is not int:
+            raise TypeError(f"height must be an int, not {type(height).__name__}")
+        if height < 0 or height > self._height:
+            raise HeightUnavailable(f"height {height} is not committed (head is {self._height})")
+        if height != self._height and self._db.get(schema.root_key(height)) is None:
+            raise HeightUnavailable(f"height {height} was pruned or rolled back")
+
+    def _retained_from(self, low: int) -> list[int]:
+        return [schema.read_u64(k, 1) for k, _ in self._db.scan(schema.root_key(low), b"s")]
+
+    def _next_retained(self, low: int) -> int | None:
+        for physical, _ in self._db.scan(schema.root_key(low), b"s"):
+            return schema.read_u64(physical, 1)
+        return None
+
+    def _heights_between(self, low: int, high: int) -> list[int]:
+        """Retained heights in (low, high]."""
+        return [
+            schema.read_u64(k, 1)
+            for k, _ in self._db.scan(schema.root_key(low + 1), schema.root_key(high + 1))
+        ]
+
+    def _read_diff(self, height: int) -> list[tuple[int, bytes, int, bytes]]:
+        raw = self._db.get(schema.diff_key(height))
+        return [] if raw is None else self._decode_diff(raw, height)
+
+    @staticmethod
+    def _decode_diff(raw: bytes, height: int) -> list[tuple[int, bytes, int, bytes]]:
+        entries = _unpack(raw, f"diff of height {height}")
+        if type(entries) is not list:
+            raise StoreCorrupted(f"malformed diff of height {height}")
+        out = []
+        for entry in entries:
+            if (
+                type(entry) is not list
+                or len(entry) != 4
+                or entry[0] not in (schema.NS_STATE, schema.NS_INDEX)
+                or type(entry[1]) is not bytes
+                or entry[2] not in (_ABSENT, _PRESENT)
+                or type(entry[3]) is not bytes
+            ):
+                raise StoreCorrupted(f"malformed diff entry at height {height}")
+            out.append((entry[0], entry[1], entry[2], entry[3]))
+        return out
+
+    def _remember(self, height: int, node: tree.Node) -> None:
+        if height < 0:
+            return
+        self._recent[height] = node
+        while len(self._recent) > self._window:
+            self._recent.popitem(last=False)
+
+    def _tree_at(self, height: int) -> tree.Node:
+        if height == self._height:
+            return self._root_node
+        self._require_retained(height)
+        for cache in (self._recent, self._rebuilt):
+            if height in cache:
+                node = cache[height]
+                if cache is self._rebuilt:
+                    cache.move_to_end(height)
+                return node
+        newer = sorted(h for h in list(self._recent) + list(self._rebuilt) if h > height)
+        start = newer[0] if newer else self._height
+        node = self._recent.get(start, self._rebuilt.get(start, self._root_node))
+        olds: dict[bytes, bytes | None] = {}
+        for undo in reversed(self._heights_between(height, start)):
+            for ns, key, flag, old in self._read_diff(undo):
+                if ns == schema.NS_STATE:
+                    olds[key] = old if flag == _PRESENT else None
+        node = tree.update(node, sorted(tree.make_change(k, v) for k, v in olds.items()))
+        self._check_root(node, height, self.root(height), "rebuilding an old version")
+        self._rebuilt[height] = node
+        while len(self._rebuilt) > 4:
+            self._rebuilt.popitem(last=False)
+        return node
+
+
+__all__ = ["Checkpoint", "Fork", "RollbackResult", "VersionedStore"]
