@@ -205,9 +205,11 @@ class VersionedStore:
 
     def root(self, height: int | None = None) -> bytes:
         self._check_open()
-        if height is None or height == self._height:
+        if height is None:
             return self._root
         self._require_retained(height)
+        if height == self._height:
+            return self._root
         raw = self._db.get(schema.root_key(height))
         assert raw is not None
         if len(raw) != 32:
@@ -217,9 +219,11 @@ class VersionedStore:
     def get(self, key: bytes, height: int | None = None) -> bytes | None:
         self._check_open()
         _check_key(key)
-        if height is None or height == self._height:
+        if height is None:
             return self._db.get(schema.flat_key(key))
         self._require_retained(height)
+        if height == self._height:
+            return self._db.get(schema.flat_key(key))
         return self._versioned_get(key, height)
 
     def _versioned_get(self, key: bytes, height: int) -> bytes | None:
@@ -246,7 +250,7 @@ class VersionedStore:
         """Canonical inclusion or non-inclusion proof of `key` against `root(height)`."""
         self._check_open()
         _check_key(key)
-        return tree.prove(self._tree_at(self._height if height is None else height), key)
+        return tree.prove(self._tree_at(height), key)
 
     def index_get(self, key: bytes) -> bytes | None:
         """The latest value of a non-Merkleized index entry (tx hash -> location, ...)."""
@@ -727,10 +731,12 @@ class VersionedStore:
         while len(self._recent) > self._window:
             self._recent.popitem(last=False)
 
-    def _tree_at(self, height: int) -> tree.Node:
-        if height == self._height:
+    def _tree_at(self, height: int | None) -> tree.Node:
+        if height is None:
             return self._root_node
         self._require_retained(height)
+        if height == self._height:
+            return self._root_node
         for cache in (self._recent, self._rebuilt):
             if height in cache:
                 node = cache[height]

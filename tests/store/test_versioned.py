@@ -1,0 +1,180 @@
+"""VersionedStore behaviour beyond the model test: limits, errors, records, forks, fencing."""
+
+from __future__ import annotations
+
+import pytest
+
+from node.core import merkle
+from node.store import HeightUnavailable, StaleWriter, StoreError, VersionedStore
+from tests.store.conftest import StoreFactory
+
+
+def test_empty_store(open_store: StoreFactory) -> None:
+    store = open_store()
+    assert store.height == -1
+    assert store.root() == merkle.EMPTY_ROOT
+    assert store.get(b"k") is None
+    assert merkle.verify_proof(store.root(), b"k", None, store.prove(b"k"))
+    with pytest.raises(HeightUnavailable):
+        store.root(0)
+    store.verify()
+
+
+@pytest.mark.parametrize(
+    ("writes", "error"),
+    [
+        ({b"k" * 257: b"v"}, ValueError),
+        ({b"": b"v"}, ValueError),
+        ({b"k": b"v" * ((1 << 20) + 1)}, ValueError),
+        ({"k": b"v"}, TypeError),
+        ({b"k": "v"}, TypeError),
+        ({b"ok": b"v", b"k" * 300: b"v"}, ValueError),
+    ],
+)
+def test_bad_writes_are_refused_and_change_nothing(
+    open_store: StoreFactory, writes: dict, error: type[Exception]
+) -> None:
+    store = open_store()
+    store.commit({b"a": b"1"})
+    root, height = store.root(), store.height
+    with pytest.raises(error):
+        store.commit(writes)
+    assert (store.root(), store.height, store.get(b"ok")) == (root, height, None)
+    store.close()
+    reopened = open_store()
+    assert (reopened.root(), reopened.height) == (root, height)
+
+
+def test_limits_are_inclusive(open_store: StoreFactory) -> None:
+    store = open_store()
+    key, value = b"k" * 256, b"v" * (1 << 20)
+    store.commit({key: value})
+    assert store.get(key) == value
+    assert merkle.verify_proof(store.root(), key, value, store.prove(key))
+
+
+def test_unknown_and_bad_heights(open_store: StoreFactory) -> None:
+    store = open_store()
+    for i in range(3):
+        store.commit({b"k": bytes([i])})
+    for height in (-1, 3, 100):
+        with pytest.raises(HeightUnavailable):
+            store.get(b"k", height)
+        with pytest.raises(HeightUnavailable):
+            store.prove(b"k", height)
+    with pytest.raises(TypeError):
+        store.get(b"k", "1")  # type: ignore[arg-type]
+    store.prune(2)
+    with pytest.raises(HeightUnavailable, match="pruned"):
+        store.root(1)
+    with pytest.raises(HeightUnavailable):
+        store.rollback_to(0)
+    assert store.get(b"k", 2) == b"\x02"
+
+
+def test_noop_writes_do_not_appear_in_diffs(open_store: StoreFactory) -> None:
+    store = open_store()
+    store.commit({b"a": b"1", b"b": b"2"})
+    root = store.commit({b"a": b"1", b"gone": None})
+    assert root == store.root(0)
+    assert list(store.diff(0, 1)) == []
+    store.commit({b"a": None, b"c": b"3"})
+    assert list(store.diff(0, 2)) == [(b"a", b"1", None), (b"c", None, b"3")]
+    assert list(store.diff(2, 2)) == []
+    with pytest.raises(ValueError):
+        list(store.diff(2, 1))
+
+
+def test_records_index_and_archive_follow_rollback(open_store: StoreFactory) -> None:
+    store = open_store()
+    store.commit({b"s": b"0"}, records={"block": b"B0"}, index={b"tx0": b"0"})
+    store.commit({b"s": b"1"}, records={"block": b"B1", "receipts": b"R1"}, index={b"tx1": b"1"})
+    store.commit({b"s": b"2"}, records={"block": b"B2"}, index={b"tx2": b"2", b"tx0": None})
+    assert store.record(1, "block") == b"B1"
+    assert store.index_get(b"tx0") is None and store.index_get(b"tx2") == b"2"
+    result = store.rollback_to(0, reason="drill")
+    assert (result.from_height, result.to_height, result.heights_reverted) == (2, 0, 2)
+    assert result.rows_removed > 0
+    assert store.record(1, "block") is None and store.record(0, "block") == b"B0"
+    assert store.index_get(b"tx0") == b"0"
+    assert store.index_get(b"tx1") is None and store.index_get(b"tx2") is None
+    assert store.forks() == [(result.fork_id, 2, 0, "drill")]
+    assert store.archived_record(result.fork_id, 1, "receipts") == b"R1"
+    assert store.archived_record(result.fork_id, 2, "block") == b"B2"
+    assert store.archived_diff(result.fork_id, 2) == [(b"s", b"1")]
+    store.close()
+    reopened = open_store()
+    assert reopened.forks()[0].reason == "drill"
+    assert reopened.archived_record(result.fork_id, 2, "block") == b"B2"
+    # the chain goes on from height 0 with fresh heights
+    reopened.commit({b"s": b"x"}, records={"block": b"B1'"})
+    assert reopened.record(1, "block") == b"B1'"
+
+
+def test_checkpoints(open_store: StoreFactory) -> None:
+    store = open_store()
+    for i in range(10):
+        store.commit({b"k": bytes([i]), bytes([i]): b"v"})
+    pin = store.checkpoint("pre-maintenance-3", height=3, reason="upgrade")
+    assert pin == ("pre-maintenance-3", 3, store.root(3))
+    with pytest.raises(ValueError, match="exists"):
+        store.checkpoint("pre-maintenance-3")
+    store.checkpoint("head")
+    with pytest.raises(KeyError):
+        store.delete_checkpoint("nope")
+    assert [cp.name for cp in store.checkpoints()] == ["pre-maintenance-3", "head"]
+    store.prune(9)
+    assert store.retained_heights() == [3, 9]
+    assert store.get(b"k", 3) == b"\x03"
+    assert merkle.verify_proof(store.root(3), bytes([5]), None, store.prove(bytes([5]), 3))
+    store.rollback_to(3)
+    assert [cp.name for cp in store.checkpoints()] == ["pre-maintenance-3"]
+    assert store.get(b"k") == b"\x03" and store.get(bytes([5])) is None
+    store.verify_history()
+
+
+def test_fencing_epoch(open_store: StoreFactory) -> None:
+    store = open_store()
+    epoch = store.epoch
+    store.commit({b"a": b"1"}, epoch=epoch)
+    assert store.advance_epoch() == epoch + 1
+    with pytest.raises(StaleWriter):
+        store.commit({b"a": b"2"}, epoch=epoch)
+    assert store.get(b"a") == b"1"
+    store.close()
+    reopened = open_store()
+    assert reopened.epoch == epoch + 1
+    reopened.commit({b"a": b"2"}, epoch=epoch + 1)
+
+
+def test_closed_store_refuses(open_store: StoreFactory) -> None:
+    store = open_store()
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.get(b"a")
+
+
+def test_not_a_store(tmp_path) -> None:
+    import plyvel
+
+    db = plyvel.DB(str(tmp_path / "other"), create_if_missing=True)
+    db.put(b"foreign", b"data")
+    db.close()
+    with pytest.raises(StoreError, match="not a perpchain store"):
+        VersionedStore.open(tmp_path / "other")
+
+
+def test_old_version_proofs_beyond_the_window(open_store: StoreFactory) -> None:
+    store = open_store()
+    history = []
+    state: dict[bytes, bytes] = {}
+    for i in range(80):
+        writes = {bytes([i % 7]): bytes([i]), bytes([100 + i % 5]): b"x" * (i % 3)}
+        state.update(writes)
+        store.commit(writes)
+        history.append(dict(state))
+    for height in (0, 1, 17, 40, 78):
+        for key in (bytes([3]), bytes([101]), b"absent"):
+            value = history[height].get(key)
+            assert store.get(key, height) == value
+            assert merkle.verify_proof(store.root(height), key, value, store.prove(key, height))
