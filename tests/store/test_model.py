@@ -160,3 +160,20 @@ def test_rollback_equals_replay_of_prefix(blocks: list[dict[bytes, bytes | None]
         assert list(store.diff(0, height)) == list(replayed.diff(0, height))
     # the chain continues identically after the rollback
     assert store.commit({b"next": b"1"}) == replayed.commit({b"next": b"1"})
+
+
+def test_rollback_over_a_merged_diff_removes_pruned_versions() -> None:
+    """Found by the state machine: a version written at a pruned height, kept as the value of
+    the next kept height, must go when that height is rolled back, or it reappears when the
+    chain reuses the height."""
+    store = VersionedStore(MemoryBackend())
+    store.commit({})
+    store.checkpoint("pin", height=0)
+    store.commit({b"\x00": b""})
+    store.commit({})
+    store.prune(2)
+    store.rollback_to(0)
+    store.commit({})
+    store.commit({})
+    assert store.get(b"\x00", 1) is None and store.get(b"\x00", 2) is None
+    store.verify_history()
