@@ -6,7 +6,7 @@
 |        |                                       | `epoch`, `floor`, `rollback` (progress marker),|
 |        |                                       | `fork_seq`                                     |
 | `f`    | `f` + key                             | flat latest state: the current value of key    |
-| `v`    | `v` + len(key):u16 + key + ~height:u64| versioned value: `\\x01`+value, `\\x00` = deleted |
+| `v`    | `v` + len(key):u16 + key + ~height:u64| `\\x01`+value_hash[:8]+value; `\\x00` = deleted |
 | `d`    | `d` + height:u64                      | diff of that height: msgpack [[ns, key, flag,  |
 |        |                                       | old]...] sorted, old values at the previous    |
 |        |                                       | retained height (flag 0 = key was absent)      |

@@ -242,9 +242,17 @@ class VersionedStore:
 
     def _versioned_get(self, key: bytes, height: int) -> bytes | None:
         prefix = schema.versioned_prefix(key)
-        for _, raw in self._db.scan(schema.versioned_key(key, height), schema.prefix_end(prefix)):
-            if raw[:1] == b"\x01":
-                return raw[1:]
+        for physical, raw in self._db.scan(
+            schema.versioned_key(key, height), schema.prefix_end(prefix)
+        ):
+            if raw[:1] == b"\x01" and len(raw) >= 9:
+                value = raw[9:]
+                if merkle.value_hash(value)[:8] != raw[1:9]:
+                    raise StoreCorrupted(
+                        f"versioned value of {key!r} at height "
+                        f"{schema.versioned_height(physical)} fails its check bytes"
+                    )
+                return value
             if raw != b"\x00":
                 raise StoreCorrupted(f"malformed versioned value of {key!r}")
             return None
@@ -346,10 +354,12 @@ class VersionedStore:
                 continue
             diff.append([schema.NS_STATE, key, _ABSENT if old is None else _PRESENT, old or b""])
             ops.append((flat, value))
-            ops.append(
-                (schema.versioned_key(key, height), b"\x00" if value is None else b"\x01" + value)
-            )
-            changes.append(tree.make_change(key, value))
+            change = tree.make_change(key, value)
+            changes.append(change)
+            # A versioned value carries 8 bytes of its hash so an old read of damaged bytes
+            # fails loudly instead of answering wrong (the hash is computed for the tree anyway).
+            versioned = b"\x00" if value is None else b"\x01" + change[2][:8] + value  # type: ignore[index]
+            ops.append((schema.versioned_key(key, height), versioned))
         for key, value in extra:
             physical = schema.INDEX + key
             old = get(physical)
