@@ -34,13 +34,13 @@ _FromWire = Callable[[Wire], Any]
 
 def _check_int(value: Any) -> int:
     if type(value) is not int:
-        if isinstance(value, enum.IntEnum):
-            value = int(value)
-        else:
+        if not isinstance(value, enum.IntEnum):
             raise NotCanonical(f"expected int, got {type(value).__name__}")
-    if not I64_MIN <= value <= I64_MAX:
-        raise OutOfRange(f"integer {value} does not fit in int64")
-    return value
+        value = int(value)
+    number: int = value
+    if not I64_MIN <= number <= I64_MAX:
+        raise OutOfRange(f"integer {number} does not fit in int64")
+    return number
 
 
 def _check_bytes(value: Any) -> bytes:

@@ -1,24 +1,20 @@
 """Physical key layout of the store: every LevelDB key is built here. Imports nothing from node.
 
-| prefix | key                                   | value                                          |
-| ------ | ------------------------------------- | ---------------------------------------------- |
-| `m`    | `m` + name                            | meta: `latest` (height, root), `format`,       |
-|        |                                       | `epoch`, `floor`, `rollback` (progress marker),|
-|        |                                       | `fork_seq`                                     |
-| `f`    | `f` + key                             | flat latest state: the current value of key    |
-| `v`    | `v` + len(key):u16 + key + ~height:u64| `\\x01`+value_hash[:8]+value; `\\x00` = deleted |
-| `d`    | `d` + height:u64                      | diff of that height: msgpack [[ns, key, flag,  |
-|        |                                       | old]...] sorted, old values at the previous    |
-|        |                                       | retained height (flag 0 = key was absent)      |
-| `r`    | `r` + height:u64                      | state root after that height (32 bytes)        |
-| `c`    | `c` + name                            | checkpoint pin: msgpack [height, root, time_ms,|
-|        |                                       | reason]                                        |
-| `b`    | `b` + height:u64 + name               | per-height record (block, receipts...)         |
-| `u`    | `u` + key                             | non-Merkleized index (tx hash -> location...)  |
-| `x`    | `x` + fork:u64 + height:u64 + name    | archive of rolled-back heights (records,       |
-|        |                                       | `\\x00diff`, `\\x00root`)                         |
-| `k`    | `k` + fork:u64                        | fork description: msgpack [from, to, time_ms,  |
-|        |                                       | reason]                                        |
+- `m` + name: meta. `latest` = (height, root), written last in every commit batch; `format`;
+  `epoch` (fencing); `floor` (last prune point); `rollback` (progress marker); `fork_seq`.
+- `f` + key: the flat latest state, the current value of each key.
+- `v` + len(key):u16 + key + ~height:u64: a versioned value, `\\x01` + value_hash[:8] + value,
+  or `\\x00` for a deletion.
+- `d` + height:u64: the height's diff, msgpack [[ns, key, flag, old], ...] sorted, old values at
+  the previous retained height (flag 0: the key was absent; ns 0 state, 1 index).
+- `r` + height:u64: the state root after that height (32 bytes). A height is retained iff this
+  row exists.
+- `c` + name: a checkpoint pin, msgpack [height, root, reason].
+- `b` + height:u64 + name: a per-height record (block, receipts, ...).
+- `u` + key: the non-Merkleized index (tx hash -> location, ...), reverted through the diffs.
+- `x` + fork:u64 + height:u64 + name: the archive of rolled-back heights: their records plus
+  `\\x00diff` and `\\x00root`.
+- `k` + fork:u64: a fork description, msgpack [from_height, to_height, reason].
 
 Heights are big-endian so LevelDB's byte order is height order; `~height` (bitwise not) makes
 the newest version of a key sort first, so a read at height h is one seek. The flat table and

@@ -44,7 +44,7 @@ def make_change(key: bytes, value: bytes | None) -> Change:
 
 
 def root_hash(node: Node) -> bytes:
-    return EMPTY if node is None else node[0]  # type: ignore[no-any-return]
+    return EMPTY if node is None else node[0]
 
 
 def _leaf(change: Change) -> Node:
@@ -107,7 +107,9 @@ def update(root: Node, changes: list[Change]) -> Node:
     return _update(root, 0, keys, changes, 0, len(changes))
 
 
-def _update(node: Node, depth: int, keys: list[int], changes: list[Change], lo: int, hi: int) -> Node:
+def _update(
+    node: Node, depth: int, keys: list[int], changes: list[Change], lo: int, hi: int
+) -> Node:
     if hi - lo == 1:
         return _update_one(node, depth, changes[lo])
     if node is None:

@@ -162,7 +162,9 @@ class VersionedStore:
                 raise StoreError("not a perpchain store: it has data but no format marker")
             db.write([(schema.META_FORMAT, schema.FORMAT)], sync=True)
         elif fmt != schema.FORMAT:
-            raise StoreError(f"unsupported store format {fmt!r} (this node reads {schema.FORMAT!r})")
+            raise StoreError(
+                f"unsupported store format {fmt!r} (this node reads {schema.FORMAT!r})"
+            )
         epoch = db.get(schema.META_EPOCH)
         self._epoch = 0 if epoch is None else schema.read_u64(epoch)
         marker = db.get(schema.META_ROLLBACK)
@@ -294,7 +296,9 @@ class VersionedStore:
         self._check_open()
         return [schema.read_u64(k, 1) for k, _ in self._db.scan(schema.ROOT, b"s")]
 
-    def diff(self, from_height: int, to_height: int) -> Iterator[tuple[bytes, bytes | None, bytes | None]]:
+    def diff(
+        self, from_height: int, to_height: int
+    ) -> Iterator[tuple[bytes, bytes | None, bytes | None]]:
         """(key, value at from_height, value at to_height) for each key that differs, key order."""
         self._check_open()
         if from_height > to_height:
@@ -364,7 +368,9 @@ class VersionedStore:
             physical = schema.INDEX + key
             old = get(physical)
             if old != value:
-                diff.append([schema.NS_INDEX, key, _ABSENT if old is None else _PRESENT, old or b""])
+                diff.append(
+                    [schema.NS_INDEX, key, _ABSENT if old is None else _PRESENT, old or b""]
+                )
                 ops.append((physical, value))
         changes.sort()
         node = tree.update(self._root_node, changes)
@@ -641,7 +647,9 @@ class VersionedStore:
     def _prune_versions(self, key: bytes, pins: list[int], before: int, ops: list[Op]) -> int:
         """Delete versions of `key` below `before` that no retained height reads any more."""
         prefix = schema.versioned_prefix(key)
-        versions = [schema.versioned_height(k) for k, _ in self._db.scan(prefix, schema.prefix_end(prefix))]
+        versions = [
+            schema.versioned_height(k) for k, _ in self._db.scan(prefix, schema.prefix_end(prefix))
+        ]
         versions.reverse()  # ascending
         removed = 0
         for position, version in enumerate(versions):

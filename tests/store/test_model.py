@@ -145,7 +145,9 @@ TestStoreModelMemory = MemoryStoreModel.TestCase
 # A key deleted at the last height must come back when that height is rolled away.
 @example(blocks=[{b"k": b"v"}, {b"k": None}], pick=0)
 @settings(max_examples=100, deadline=None)
-def test_rollback_equals_replay_of_prefix(blocks: list[dict[bytes, bytes | None]], pick: int) -> None:
+def test_rollback_equals_replay_of_prefix(
+    blocks: list[dict[bytes, bytes | None]], pick: int
+) -> None:
     target = pick % len(blocks)
     store = VersionedStore(MemoryBackend())
     roots = [store.commit(ws) for ws in blocks]
