@@ -11,15 +11,17 @@ from node.store.errors import (
     StoreError,
     StoreLocked,
 )
-from node.store.versioned import Fork, RollbackResult, VersionedStore
+from node.store.versioned import Checkpoint, Fork, RollbackResult, Staged, VersionedStore
 
 __all__ = [
     "Backend",
+    "Checkpoint",
     "Fork",
     "HeightUnavailable",
     "LevelDBBackend",
     "MemoryBackend",
     "RollbackResult",
+    "Staged",
     "StaleWriter",
     "StoreCorrupted",
     "StoreError",

@@ -65,6 +65,17 @@ class RollbackResult(NamedTuple):
     rows_removed: int
 
 
+class Staged(NamedTuple):
+    """A computed but unwritten version: see VersionedStore.stage."""
+
+    height: int
+    root: bytes
+    changed_keys: int
+    base: Any  # the tree it was computed on (identity-checked at commit)
+    node: Any
+    ops: list[tuple[bytes, bytes | None]]
+
+
 class Fork(NamedTuple):
     """Heights (to_height, from_height] were rolled back and archived under fork_id."""
 
@@ -336,16 +347,23 @@ class VersionedStore:
         entries are non-Merkleized but versioned with the state, so a rollback reverts them.
         `epoch`, when given, must equal the store's fencing epoch.
         """
+        return self.commit_staged(self.stage(writes, index=index), records=records, epoch=epoch)
+
+    def stage(
+        self,
+        writes: Mapping[bytes, bytes | None],
+        *,
+        index: Mapping[bytes, bytes | None] | None = None,
+    ) -> Staged:
+        """Validate `writes` and compute the next version's root without writing anything.
+
+        For a block producer, whose header carries the state root and must be written in the
+        same batch: stage, build and sign the header, then `commit_staged(staged, records=...)`.
+        Nothing changes until then; a staged version is void once another commit happens.
+        """
         self._check_open()
-        if epoch is not None and epoch != self._epoch:
-            raise StaleWriter(f"commit from writer epoch {epoch}; the store is at {self._epoch}")
         state = sorted((_check_key(k), _check_value(k, v)) for k, v in writes.items())
         extra = sorted((_check_key(k), _check_value(k, v)) for k, v in (index or {}).items())
-        blobs = [(_check_name(name), blob) for name, blob in (records or {}).items()]
-        for name, blob in blobs:
-            if type(blob) is not bytes or len(blob) > MAX_RECORD_BYTES:
-                raise ValueError(f"record {name!r} must be bytes of at most {MAX_RECORD_BYTES}")
-
         height = self._height + 1
         get = self._db.get
         ops: list[Op] = []
@@ -362,7 +380,8 @@ class VersionedStore:
             changes.append(change)
             # A versioned value carries 8 bytes of its hash so an old read of damaged bytes
             # fails loudly instead of answering wrong (the hash is computed for the tree anyway).
-            versioned = b"\x00" if value is None else b"\x01" + change[2][:8] + value  # type: ignore[index]
+            vh = change[2]
+            versioned = b"\x00" if vh is None or value is None else b"\x01" + vh[:8] + value
             ops.append((schema.versioned_key(key, height), versioned))
         for key, value in extra:
             physical = schema.INDEX + key
@@ -374,15 +393,34 @@ class VersionedStore:
                 ops.append((physical, value))
         changes.sort()
         node = tree.update(self._root_node, changes)
-        root = tree.root_hash(node)
-        for name, blob in blobs:
-            ops.append((schema.record_key(height, name), blob))
         ops.append((schema.diff_key(height), _pack(diff)))
+        return Staged(height, tree.root_hash(node), len(changes), self._root_node, node, ops)
+
+    def commit_staged(
+        self,
+        staged: Staged,
+        *,
+        records: Mapping[str | bytes, bytes] | None = None,
+        epoch: int | None = None,
+    ) -> bytes:
+        """Write a staged version (plus its records) as one atomic synced batch."""
+        self._check_open()
+        if epoch is not None and epoch != self._epoch:
+            raise StaleWriter(f"commit from writer epoch {epoch}; the store is at {self._epoch}")
+        if staged.height != self._height + 1 or staged.base is not self._root_node:
+            raise StoreError(f"staged version {staged.height} is void: the store moved on")
+        ops = list(staged.ops)
+        for name, blob in (records or {}).items():
+            raw_name = _check_name(name)
+            if type(blob) is not bytes or len(blob) > MAX_RECORD_BYTES:
+                raise ValueError(f"record {name!r} must be bytes of at most {MAX_RECORD_BYTES}")
+            ops.append((schema.record_key(staged.height, raw_name), blob))
+        height, root = staged.height, staged.root
         ops.append((schema.root_key(height), root))
         ops.append((schema.META_LATEST, _pack([height, root])))  # last: the commit point
         self._db.write(ops, sync=True)
-        self._height, self._root, self._root_node = height, root, node
-        self._remember(height, node)
+        self._height, self._root, self._root_node = height, root, staged.node
+        self._remember(height, staged.node)
         return root
 
     def advance_epoch(self) -> int:
@@ -807,4 +845,4 @@ class VersionedStore:
         return node
 
 
-__all__ = ["Checkpoint", "Fork", "RollbackResult", "VersionedStore"]
+__all__ = ["Checkpoint", "Fork", "RollbackResult", "Staged", "VersionedStore"]

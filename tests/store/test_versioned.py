@@ -178,3 +178,21 @@ def test_old_version_proofs_beyond_the_window(open_store: StoreFactory) -> None:
             value = history[height].get(key)
             assert store.get(key, height) == value
             assert merkle.verify_proof(store.root(height), key, value, store.prove(key, height))
+
+
+def test_stage_then_commit_staged(open_store: StoreFactory) -> None:
+    store = open_store()
+    store.commit({b"a": b"1"})
+    staged = store.stage({b"a": b"2", b"b": b"3"}, index={b"tx": b"1"})
+    assert (staged.height, staged.changed_keys) == (1, 2)
+    assert store.height == 0 and store.get(b"a") == b"1"  # nothing written yet
+    header = b"header over root " + staged.root
+    assert store.commit_staged(staged, records={"header": header}) == staged.root
+    assert store.record(1, "header") == header and store.index_get(b"tx") == b"1"
+    with pytest.raises(StoreError, match="void"):
+        store.commit_staged(staged)
+    stale = store.stage({b"c": b"1"})
+    store.commit({b"d": b"1"})
+    with pytest.raises(StoreError, match="void"):
+        store.commit_staged(stale)
+    assert store.get(b"c") is None and store.height == 2
