@@ -708,12 +708,7 @@ class VersionedStore:
     def verify(self) -> None:
         """Recompute the head root from the flat state; StoreCorrupted on any mismatch."""
         self._check_open()
-        key_hashes: dict[int, bytes] = {}
-        for key, value in self._iter_flat(b""):
-            kh = merkle.key_hash(key)
-            key_hashes[int.from_bytes(kh, "big")] = merkle.leaf_hash(kh, merkle.value_hash(value))
-        ordered = sorted(key_hashes)
-        computed = merkle.root_from_sorted(ordered, [key_hashes[k] for k in ordered])
+        computed = merkle.root_from_sorted(*merkle.sorted_leaves(self._iter_flat(b"")))
         recorded = self._db.get(schema.root_key(self._height)) if self._height >= 0 else None
         for what, root in (
             ("head root in memory", self._root),

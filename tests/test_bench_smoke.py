@@ -1,0 +1,44 @@
+"""The benchmarks run end to end at toy sizes and print the figures they promise (no timing
+goals here: those live in the benchmarks themselves)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def _run(module: str, *args: str) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, "-m", module, "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return report
+
+
+def test_store_bench_reports_every_figure() -> None:
+    report = _run("benchmarks.store", "--keys", "3000", "--blocks", "4", "--updates", "200")
+    ours = report["ours"]
+    assert isinstance(ours, dict)
+    for field in (
+        "updates_per_s",
+        "proofs_per_s",
+        "proof_bytes_mean",
+        "verify_proof_per_s",
+        "rollback_rows_per_s",
+        "verify_keys_per_s",
+    ):
+        assert isinstance(ours[field], int) and ours[field] > 0, field
+    ceilings = report["ceilings"]
+    assert isinstance(ceilings, dict) and ceilings["sha256_per_s"] > 0
+    if report["peer"] is None:
+        pytest.skip("py-trie (bench extra) not installed: peer columns not checked")
+    peer = report["peer"]
+    assert isinstance(peer, dict) and peer["updates_per_s"] > 0
