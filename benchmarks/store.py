@@ -125,12 +125,14 @@ def run_ours(work: Workload, path: str, load_chunk: int) -> dict[str, Any]:
     root = store.root()
     values = [store.get(key) for key in work.proof_keys]
     with _timer(timer):
-        for key, value, proof in zip(work.proof_keys, values, proofs):
+        for key, value, proof in zip(work.proof_keys, values, proofs, strict=True):
             if not merkle.verify_proof(root, key, value, proof):
                 raise SystemExit(f"our proof of {key.hex()} does not verify")
     out["verify_proof_per_s"] = _rate(len(proofs), timer["s"])
     absent = [store.prove(key) for key in work.absent_keys]
-    if not all(merkle.verify_proof(root, k, None, p) for k, p in zip(work.absent_keys, absent)):
+    if not all(
+        merkle.verify_proof(root, k, None, p) for k, p in zip(work.absent_keys, absent, strict=True)
+    ):
         raise SystemExit("a non-inclusion proof does not verify")
     out["absent_proof_bytes_mean"] = sum(map(len, absent)) // max(1, len(absent))
 
@@ -223,7 +225,7 @@ def run_pytrie(work: Workload, path: str, load_chunk: int) -> dict[str, Any] | N
     out["proof_bytes_mean"] = sum(sum(len(rlp.encode(n)) for n in p) for p in proofs) // len(proofs)
     root = trie.root_hash
     with _timer(timer):
-        for key, proof in zip(work.proof_keys, proofs):
+        for key, proof in zip(work.proof_keys, proofs, strict=True):
             HexaryTrie.get_from_proof(root, key, proof)
     out["verify_proof_per_s"] = _rate(len(proofs), timer["s"])
     db.db.close()
@@ -287,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         _print(
             f"ceilings: sha256 {report['ceilings']['sha256_per_s']:,}/s, "
-            f"plyvel WriteBatch {report['ceilings']['leveldb_puts_per_s']:,} puts/s (synced per 1000)"
+            f"plyvel WriteBatch {report['ceilings']['leveldb_puts_per_s']:,} puts/s "
+            "(synced per 1000)"
         )
         _print("generating workload ...")
         work = Workload(args.seed, keys, blocks, args.updates)

@@ -94,7 +94,8 @@ def sorted_leaves(pairs: Iterable[tuple[bytes, bytes]]) -> tuple[list[int], list
     items = list(pairs)
     khs = [sha(kd + key).digest() for key, _ in items]
     leaves = [
-        sha(ld + kh + sha(vd + value).digest()).digest() for kh, (_, value) in zip(khs, items)
+        sha(ld + kh + sha(vd + value).digest()).digest()
+        for kh, (_, value) in zip(khs, items, strict=True)
     ]
     order = sorted(range(len(khs)), key=khs.__getitem__)  # bytes order == int order
     ints = [int.from_bytes(khs[i], "big") for i in order]
