@@ -5,7 +5,8 @@
 - `f` + key: the flat latest state, the current value of each key.
 - `v` + len(key):u16 + key + ~height:u64: a versioned value, `\\x01` + value_hash[:8] + value,
   or `\\x00` for a deletion.
-- `d` + height:u64: the height's diff, msgpack [[ns, key, flag, old], ...] sorted, old values at
+- `d` + height:u64: the height's diff, 8 check bytes (sha256) + msgpack
+  [[ns, key, flag, old], ...] sorted, old values at
   the previous retained height (flag 0: the key was absent; ns 0 state, 1 index).
 - `r` + height:u64: the state root after that height (32 bytes). A height is retained iff this
   row exists.
@@ -32,7 +33,7 @@ META_EPOCH = b"mepoch"
 META_FLOOR = b"mfloor"
 META_ROLLBACK = b"mrollback"
 META_FORK_SEQ = b"mfork_seq"
-FORMAT = b"perpchain-store/1"
+FORMAT = b"perpchain-store/2"  # 2: diff rows carry check bytes
 
 FLAT = b"f"
 VERSIONED = b"v"

@@ -22,6 +22,7 @@ See docs/STORE.md for the design and its departures from DESIGN.md.
 from __future__ import annotations
 
 import gc
+import hashlib
 import os
 from bisect import bisect_left
 from collections import OrderedDict
@@ -94,6 +95,17 @@ def _unpack(data: bytes, what: str) -> Any:
         return msgpack.unpackb(data, raw=False)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as error:
         raise StoreCorrupted(f"undecodable {what}: {error}") from None
+
+
+_DIFF_CHECK_BYTES = 8
+
+
+def _encode_diff(entries: list[list[Any]]) -> bytes:
+    """A diff row: 8 bytes of the SHA-256 of the packed entries, then the entries. The check
+    bytes make a damaged diff fail loudly when read (test_tamper), even the parts no root
+    covers: the index entries and the lowest retained height's old values."""
+    packed = _pack(entries)
+    return hashlib.sha256(packed).digest()[:_DIFF_CHECK_BYTES] + packed
 
 
 def _check_key(key: object) -> bytes:
@@ -393,7 +405,7 @@ class VersionedStore:
                 ops.append((physical, value))
         changes.sort()
         node = tree.update(self._root_node, changes)
-        ops.append((schema.diff_key(height), _pack(diff)))
+        ops.append((schema.diff_key(height), _encode_diff(diff)))
         return Staged(height, tree.root_hash(node), len(changes), self._root_node, node, ops)
 
     def commit_staged(
@@ -577,7 +589,7 @@ class VersionedStore:
         between them into this one, every version of a key in (previous, height] goes.
         """
         merged = previous != height - 1
-        diff_raw = self._db.get(schema.diff_key(height)) or _pack([])
+        diff_raw = self._db.get(schema.diff_key(height)) or _encode_diff([])
         root_raw = self._db.get(schema.root_key(height)) or b""
         rows = 2
         for ns, key, flag, old in self._decode_diff(diff_raw, height):
@@ -671,7 +683,7 @@ class VersionedStore:
                 for ns, key, flag, old in entries:
                     merged.setdefault((ns, key), (flag, old))
                 blob = [[ns, key, flag, old] for (ns, key), (flag, old) in sorted(merged.items())]
-                ops.append((schema.diff_key(height), _pack(blob)))
+                ops.append((schema.diff_key(height), _encode_diff(blob)))
             carry = {}
         for key in sorted(touched):
             rows += self._prune_versions(key, pins, before, ops)
@@ -788,7 +800,10 @@ class VersionedStore:
 
     @staticmethod
     def _decode_diff(raw: bytes, height: int) -> list[tuple[int, bytes, int, bytes]]:
-        entries = _unpack(raw, f"diff of height {height}")
+        check, packed = raw[:_DIFF_CHECK_BYTES], raw[_DIFF_CHECK_BYTES:]
+        if hashlib.sha256(packed).digest()[:_DIFF_CHECK_BYTES] != check:
+            raise StoreCorrupted(f"diff of height {height} fails its check bytes")
+        entries = _unpack(packed, f"diff of height {height}")
         if type(entries) is not list:
             raise StoreCorrupted(f"malformed diff of height {height}")
         out = []
