@@ -34,6 +34,22 @@ class Reject(enum.IntEnum):
     ACCOUNTS_MUST_DIFFER = 6
     UNKNOWN_ACCOUNT = 7
     INSUFFICIENT_MARGIN = 8
+    UNAUTHORIZED = 9  # the signer may not send this kind of tx (bridge, oracle, operator keys)
+    OFF_TICK = 10  # a price is not a multiple of the market's tick
+    OFF_STEP = 11  # a size is not a multiple of the market's step
+    OUT_OF_RANGE = 12  # a value beyond int64 or a parameter cap (rejected, never clamped)
+    MODE_FORBIDS = 13  # the market's mode (POST_ONLY, CANCEL_ONLY, HALTED) forbids the tx
+    POST_ONLY_WOULD_CROSS = 14
+    REDUCE_ONLY_WOULD_GROW = 15
+    DUPLICATE_CLIENT_ID = 16  # a retried submission: the first one stands
+    UNKNOWN_ORDER = 17
+    ORACLE_STALE = 18  # an oracle update dated at or before the market's, or after the block
+    ORACLE_JUMP = 19  # a price move beyond the genesis bound in one update
+    PRICE_MUST_BE_POSITIVE = 20
+    INSUFFICIENT_COLLATERAL = 21  # a withdrawal beyond the free collateral
+    TOO_MANY_ORDERS = 22  # per-account cap on open orders
+    DUPLICATE_DEPOSIT = 23  # a bridge deposit id already credited
+    BAD_PARAMETER = 24  # an operator parameter outside its allowed range
 
 
 class TxRejected(PerpError):

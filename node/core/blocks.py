@@ -1,0 +1,109 @@
+"""Blocks, headers, receipts and the block environment. Imports node.core.{codec,crypto,merkle,
+records,txs}.
+
+The header of block h carries the state root AFTER block h (DESIGN.md decision 1). Its hash is
+over the canonical encoding including the signature; the producer signs the encoding with an
+empty signature, under the "header" domain and the chain id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from node.core import codec, merkle
+from node.core.crypto import SigningKey, domain, signing_bytes, tagged_hash, verify_signature
+from node.core.records import Event
+from node.core.txs import tx_hash
+
+GENESIS_PARENT = b"\x00" * 32
+HEADER_DOMAIN = domain("header")
+HEADER_HASH_DOMAIN = domain("header-hash")
+MAX_BLOCK_TXS = 20_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlockHeader:
+    TAG: ClassVar[int] = 0x40
+    chain_id: bytes
+    height: int
+    parent_hash: bytes
+    time_ms: int
+    tx_root: bytes
+    state_root: bytes
+    producer: bytes
+    signature: bytes  # b"" while unsigned
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Block:
+    TAG: ClassVar[int] = 0x41
+    header: BlockHeader
+    txs: tuple[bytes, ...]  # canonical signed tx bytes, in execution order
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Receipt:
+    TAG: ClassVar[int] = 0x42
+    tx_hash: bytes
+    code: int  # 0 = applied, else a Reject code (nothing changed)
+    events: tuple[Event, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlockReceipts:
+    """Per-tx receipts plus the begin/end-block events (funding, triggers, liquidations)."""
+
+    TAG: ClassVar[int] = 0x43
+    receipts: tuple[Receipt, ...]
+    block_events: tuple[Event, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlockEnv:
+    chain_id: bytes
+    height: int
+    time_ms: int
+
+
+def header_hash(header: BlockHeader) -> bytes:
+    return tagged_hash(HEADER_HASH_DOMAIN, codec.encode(header))
+
+
+def _header_message(header: BlockHeader) -> bytes:
+    unsigned = dataclasses.replace(header, signature=b"")
+    return signing_bytes(HEADER_DOMAIN, header.chain_id, codec.encode(unsigned))
+
+
+def sign_header(header: BlockHeader, key: SigningKey) -> BlockHeader:
+    unsigned = dataclasses.replace(header, producer=key.public_key, signature=b"")
+    return dataclasses.replace(unsigned, signature=key.sign(_header_message(unsigned)))
+
+
+def verify_header_signature(header: BlockHeader, producer_key: bytes) -> bool:
+    return header.producer == producer_key and verify_signature(
+        producer_key, header.signature, _header_message(header)
+    )
+
+
+def tx_root(txs: Sequence[bytes]) -> bytes:
+    """Merkle root over (index -> tx hash): commits to the txs and their order."""
+    return merkle.reference_root((i.to_bytes(4, "big"), tx_hash(tx)) for i, tx in enumerate(txs))
+
+
+def encode_block(block: Block) -> bytes:
+    return codec.encode(block)
+
+
+def decode_block(data: bytes) -> Block:
+    return codec.decode(data, Block, max_input=64 << 20)
+
+
+def encode_receipts(receipts: BlockReceipts) -> bytes:
+    return codec.encode(receipts)
+
+
+def decode_receipts(data: bytes) -> BlockReceipts:
+    return codec.decode(data, BlockReceipts, max_input=64 << 20)

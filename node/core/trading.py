@@ -1,0 +1,326 @@
+"""Positions, fills, matching and order lifecycle. Imports node.core.{errors,fixed,funding,keys,
+margin,records,view}.
+
+Matching is price-time priority on a book stored under keys that sort in priority order
+(node.core.keys), fills happen at the maker price, the taker pays the taker fee and the maker
+the maker fee (both rounded up, to the fee pool). A resting order of the taker's own account
+met during matching is cancelled (self-trade prevention: cancel resting). Margin is checked at
+each fill: initial margin unless the fill reduces the account's risk; a maker that can no
+longer margin its fill loses the order, a taker that cannot stops matching (rejected if
+nothing filled).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from node.core import keys
+from node.core.errors import Reject, TxRejected
+from node.core.fixed import SIZE_SCALE, div_floor, div_trunc, mul_ppm
+from node.core.funding import funding_payment_quote
+from node.core.margin import equity_quote, initial_margin_quote, reduces_risk, requirement_quote
+from node.core.records import (
+    Account,
+    AccountId,
+    CancelReason,
+    ChainParams,
+    Event,
+    EventKind,
+    Market,
+    MarketId,
+    Order,
+    OrderKind,
+    Position,
+    Side,
+    TimeInForce,
+    event,
+)
+from node.core.view import (
+    Overlay,
+    get_account,
+    get_market,
+    get_position,
+    get_totals,
+    iter_positions,
+    put_account,
+    put_market,
+    put_position,
+    put_totals,
+)
+
+
+def require_account(view: Overlay, account_id: bytes) -> Account:
+    account = get_account(view, account_id)
+    if account is None:
+        raise TxRejected(Reject.UNKNOWN_ACCOUNT, account_id.hex()[:16])
+    return account
+
+
+def holdings(view: Overlay, account_id: AccountId) -> list[tuple[Position, Market]]:
+    out = []
+    for position in iter_positions(view, account_id):
+        market = get_market(view, position.market_id)
+        assert market is not None, "a position references a missing market"
+        out.append((position, market))
+    return out
+
+
+def margin_ok(view: Overlay, account_id: AccountId) -> bool:
+    account = get_account(view, account_id)
+    assert account is not None
+    held = holdings(view, account_id)
+    return equity_quote(account, held) >= initial_margin_quote(held)
+
+
+def settle_funding(
+    view: Overlay, position: Position, market: Market, events: list[Event]
+) -> Position:
+    """Pay the position's funding since its last settlement; the insurance fund is the
+    counterparty (and keeps the rounding residue)."""
+    if position.funding_index_quote == market.funding_index_quote:
+        return position
+    payment = funding_payment_quote(position, market)
+    if payment:
+        account = get_account(view, position.account_id)
+        assert account is not None
+        put_account(view, replace(account, collateral_quote=account.collateral_quote + payment))
+        totals = get_totals(view)
+        put_totals(
+            view, replace(totals, insurance_fund_quote=totals.insurance_fund_quote - payment)
+        )
+        events.append(
+            event(
+                EventKind.FUNDING_SETTLED,
+                market_id=market.market_id,
+                account=position.account_id,
+                size_atoms=position.size_atoms,
+                amount_quote=payment,
+            )
+        )
+    return replace(position, funding_index_quote=market.funding_index_quote)
+
+
+def change_position(
+    view: Overlay,
+    account_id: AccountId,
+    market: Market,
+    delta_atoms: int,
+    price_quote: int,
+    events: list[Event],
+) -> tuple[int, int]:
+    """Add `delta_atoms` at `price_quote` to the position (funding settled first); moves the
+    notional between the account's balance and the position. Returns (size before, after)."""
+    position = get_position(view, account_id, market.market_id)
+    if position is None:
+        position = Position(
+            account_id=account_id,
+            market_id=market.market_id,
+            size_atoms=0,
+            cost_quote=0,
+            funding_index_quote=market.funding_index_quote,
+        )
+    else:
+        position = settle_funding(view, position, market, events)
+    before = position.size_atoms
+    after = before + delta_atoms
+    if before == 0 or (before > 0) == (delta_atoms > 0):
+        cost = position.cost_quote + div_floor(delta_atoms * price_quote, SIZE_SCALE)
+    elif after == 0 or (after > 0) == (before > 0):
+        cost = (
+            div_trunc(position.cost_quote * after, before)
+            if before > 0
+            else -div_trunc(-position.cost_quote * after, -before)
+        )
+    else:  # flipped: the remainder opens at this price
+        cost = div_floor(after * price_quote, SIZE_SCALE)
+    put_position(view, replace(position, size_atoms=after, cost_quote=cost))
+    return before, after
+
+
+def apply_fill(
+    view: Overlay,
+    market: Market,
+    *,
+    buyer: AccountId,
+    seller: AccountId,
+    size_atoms: int,
+    price_quote: int,
+    events: list[Event],
+) -> tuple[Market, tuple[int, int], tuple[int, int]]:
+    """Move `size_atoms` from seller to buyer at `price_quote`: positions, the notional (one
+    floored integer, so the transfer is exact) and open interest. No fees, no margin checks."""
+    notional = div_floor(size_atoms * price_quote, SIZE_SCALE)
+    buyer_sizes = change_position(view, buyer, market, size_atoms, price_quote, events)
+    seller_sizes = change_position(view, seller, market, -size_atoms, price_quote, events)
+    for account_id, delta in ((buyer, -notional), (seller, notional)):
+        account = get_account(view, account_id)
+        assert account is not None
+        put_account(view, replace(account, collateral_quote=account.collateral_quote + delta))
+    oi_delta = (max(buyer_sizes[1], 0) - max(buyer_sizes[0], 0) + max(seller_sizes[1], 0)) - max(
+        seller_sizes[0], 0
+    )
+    market = replace(market, open_interest_atoms=market.open_interest_atoms + oi_delta)
+    put_market(view, market)
+    return market, buyer_sizes, seller_sizes
+
+
+def charge_fee(view: Overlay, account_id: AccountId, fee_quote: int) -> None:
+    if fee_quote == 0:
+        return
+    account = get_account(view, account_id)
+    assert account is not None
+    put_account(view, replace(account, collateral_quote=account.collateral_quote - fee_quote))
+    totals = get_totals(view)
+    put_totals(view, replace(totals, fee_pool_quote=totals.fee_pool_quote + fee_quote))
+
+
+# ---------------------------------------------------------------------- order lifecycle
+
+
+def order_key(order: Order) -> bytes:
+    if order.kind in (OrderKind.STOP_LOSS, OrderKind.TAKE_PROFIT):
+        return keys.trigger(order.market_id, order.order_id)
+    return keys.book_order(order.market_id, order.side, order.price_quote, order.order_id)
+
+
+def add_order(view: Overlay, order: Order) -> None:
+    where = order_key(order)
+    view.put(where, order)
+    view.put(keys.order_ref(order.order_id), where)
+    view.put(keys.account_order(order.account_id, order.order_id), b"")
+    account = get_account(view, order.account_id)
+    assert account is not None
+    put_account(view, replace(account, open_orders=account.open_orders + 1))
+
+
+def remove_order(
+    view: Overlay, where: bytes, order: Order, reason: CancelReason | None, events: list[Event]
+) -> None:
+    view.delete(where)
+    view.delete(keys.order_ref(order.order_id))
+    view.delete(keys.account_order(order.account_id, order.order_id))
+    account = get_account(view, order.account_id)
+    assert account is not None
+    put_account(view, replace(account, open_orders=account.open_orders - 1))
+    if reason is not None:
+        events.append(
+            event(
+                EventKind.ORDER_CANCELLED,
+                market_id=order.market_id,
+                account=order.account_id,
+                order_id=order.order_id,
+                size_atoms=order.size_atoms,
+                ref=reason,
+            )
+        )
+
+
+def best_order(view: Overlay, market_id: MarketId, side: Side) -> tuple[bytes, Order] | None:
+    return view.first(keys.book_side(market_id, side), Order)
+
+
+def _crosses(side: Side, limit_quote: int, maker_price_quote: int) -> bool:
+    if limit_quote == 0:
+        return True  # market order without a price limit
+    return (
+        maker_price_quote <= limit_quote if side == Side.BUY else maker_price_quote >= limit_quote
+    )
+
+
+def match_order(view: Overlay, taker: Order, params: ChainParams, events: list[Event]) -> int:
+    """Match `taker` against the opposite side; returns the unfilled size. Raises
+    INSUFFICIENT_MARGIN if the first fill would leave the taker under initial margin."""
+    market_id = taker.market_id
+    opposite = Side.SELL if taker.side == Side.BUY else Side.BUY
+    sign = 1 if taker.side == Side.BUY else -1
+    remaining = taker.size_atoms
+    filled_any = False
+    while remaining > 0:
+        best = best_order(view, market_id, opposite)
+        if best is None:
+            break
+        where, maker = best
+        if not _crosses(taker.side, taker.price_quote, maker.price_quote):
+            break
+        if maker.account_id == taker.account_id:
+            remove_order(view, where, maker, CancelReason.SELF_TRADE, events)
+            continue
+        size = min(remaining, maker.size_atoms)
+        if taker.reduce_only:
+            position = get_position(view, taker.account_id, market_id)
+            reducible = 0 if position is None else max(0, -sign * position.size_atoms)
+            size = min(size, reducible)
+            if size == 0:
+                break
+        market = get_market(view, market_id)
+        assert market is not None
+        branch = view.branch()
+        fill_events: list[Event] = []
+        buyer, seller = (
+            (taker.account_id, maker.account_id)
+            if taker.side == Side.BUY
+            else (maker.account_id, taker.account_id)
+        )
+        _, buyer_sizes, seller_sizes = apply_fill(
+            branch,
+            market,
+            buyer=buyer,
+            seller=seller,
+            size_atoms=size,
+            price_quote=maker.price_quote,
+            events=fill_events,
+        )
+        notional = div_floor(size * maker.price_quote, SIZE_SCALE)
+        taker_fee = mul_ppm(notional, params.taker_fee_ppm, round_up=True)
+        maker_fee = mul_ppm(notional, params.maker_fee_ppm, round_up=True)
+        charge_fee(branch, taker.account_id, taker_fee)
+        charge_fee(branch, maker.account_id, maker_fee)
+        taker_sizes, maker_sizes = (
+            (buyer_sizes, seller_sizes) if taker.side == Side.BUY else (seller_sizes, buyer_sizes)
+        )
+        if not reduces_risk(*maker_sizes) and not margin_ok(branch, maker.account_id):
+            remove_order(view, where, maker, CancelReason.MAKER_MARGIN, events)
+            continue
+        if not reduces_risk(*taker_sizes) and not margin_ok(branch, taker.account_id):
+            if not filled_any:
+                raise TxRejected(Reject.INSUFFICIENT_MARGIN, taker.account_id.hex()[:16])
+            break
+        branch.merge_into(view)
+        events.extend(fill_events)
+        if size == maker.size_atoms:
+            remove_order(view, where, maker, None, events)
+        else:
+            view.put(where, replace(maker, size_atoms=maker.size_atoms - size))
+        events.append(
+            event(
+                EventKind.FILL,
+                market_id=market_id,
+                account=taker.account_id,
+                counterparty=maker.account_id,
+                order_id=maker.order_id,
+                ref=taker.order_id,
+                size_atoms=sign * size,
+                price_quote=maker.price_quote,
+                amount_quote=taker_fee,
+                extra=maker_fee,
+            )
+        )
+        remaining -= size
+        filled_any = True
+    return remaining
+
+
+def can_rest(view: Overlay, order: Order) -> bool:
+    """Initial margin of the positions plus this order's own requirement at the oracle."""
+    account = get_account(view, order.account_id)
+    market = get_market(view, order.market_id)
+    assert account is not None and market is not None
+    held = holdings(view, order.account_id)
+    need = initial_margin_quote(held) + requirement_quote(
+        order.size_atoms, market, market.initial_margin_ppm
+    )
+    return equity_quote(account, held) >= need
+
+
+def rests(order: Order) -> bool:
+    return order.kind == OrderKind.LIMIT and order.tif in (TimeInForce.GTC, TimeInForce.POST_ONLY)

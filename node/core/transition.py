@@ -1,0 +1,545 @@
+"""The state transition: `apply_tx` (one branch per tx) and `apply_block` (begin block funding,
+txs in order, end block triggers and liquidations, invariants on the post-state). Imports all
+of node.core; nothing outside it.
+
+Rejection is a value: a handler raises TxRejected before anything it wrote is merged, so a
+rejected tx changes nothing (not even its signer's nonce) and its receipt carries the code.
+InvariantViolation is never caught here: the block is not committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from node.core import keys
+from node.core.blocks import BlockEnv, Receipt
+from node.core.errors import BlockInvalid, NotCanonical, Reject, TxRejected
+from node.core.fixed import PPM
+from node.core.funding import clamp_rate_ppm, index_delta_quote, premium_rate_ppm
+from node.core.invariants import check_invariants
+from node.core.liquidation import run_liquidations, run_triggers
+from node.core.margin import equity_quote, initial_margin_quote
+from node.core.records import (
+    Account,
+    AccountId,
+    CancelReason,
+    ChainParams,
+    Event,
+    EventKind,
+    FundingTick,
+    MarketId,
+    MarketMode,
+    Nonces,
+    Order,
+    OrderId,
+    OrderKind,
+    Side,
+    TimeInForce,
+    event,
+)
+from node.core.trading import (
+    add_order,
+    best_order,
+    can_rest,
+    holdings,
+    match_order,
+    remove_order,
+    require_account,
+    rests,
+)
+from node.core.txs import (
+    CancelAll,
+    CancelOrder,
+    Deposit,
+    OracleUpdate,
+    PlaceOrder,
+    Recovery,
+    SetMarketMode,
+    SetMarketParams,
+    SignedTx,
+    Withdraw,
+    decode_tx,
+    tx_hash,
+    validate_tx,
+)
+from node.core.view import (
+    Overlay,
+    StateReader,
+    get_account,
+    get_market,
+    get_nonces,
+    get_order,
+    get_params,
+    get_position,
+    get_totals,
+    iter_account_order_ids,
+    iter_markets,
+    put_account,
+    put_market,
+    put_nonces,
+    put_totals,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BlockResult:
+    writes: tuple[tuple[bytes, bytes | None], ...]  # sorted by key
+    receipts: tuple[Receipt, ...]
+    events: tuple[Event, ...]  # begin- and end-block events
+    liquidations: int
+
+
+Handler = Callable[[Overlay, Any, bytes, BlockEnv, ChainParams], list[Event]]
+
+
+def _authorized(signer: bytes, expected: bytes) -> None:
+    if signer != expected:
+        raise TxRejected(Reject.UNAUTHORIZED, f"signer {signer.hex()[:16]}")
+
+
+def _require_market(view: Overlay, market_id: int):  # type: ignore[no-untyped-def]
+    market = get_market(view, market_id)
+    if market is None:
+        raise TxRejected(Reject.UNKNOWN_MARKET, f"market_id={market_id}")
+    return market
+
+
+def apply_deposit(
+    view: Overlay, body: Deposit, signer: bytes, env: BlockEnv, params: ChainParams
+) -> list[Event]:
+    _authorized(signer, params.bridge_key)
+    if body.amount_quote <= 0:
+        raise TxRejected(Reject.SIZE_MUST_BE_POSITIVE, f"amount_quote={body.amount_quote}")
+    if body.amount_quote > params.max_deposit_quote:
+        raise TxRejected(Reject.OUT_OF_RANGE, f"amount_quote={body.amount_quote} over the cap")
+    if view.load(keys.deposit(body.deposit_id), bytes) is not None:
+        raise TxRejected(Reject.DUPLICATE_DEPOSIT, f"deposit_id={body.deposit_id}")
+    account_id = AccountId(body.account)
+    account = get_account(view, account_id) or Account(
+        account_id=account_id, collateral_quote=0, open_orders=0
+    )
+    put_account(
+        view, replace(account, collateral_quote=account.collateral_quote + body.amount_quote)
+    )
+    view.put(keys.deposit(body.deposit_id), b"")
+    totals = get_totals(view)
+    put_totals(
+        view, replace(totals, net_deposits_quote=totals.net_deposits_quote + body.amount_quote)
+    )
+    return [
+        event(
+            EventKind.DEPOSIT,
+            account=account_id,
+            amount_quote=body.amount_quote,
+            ref=body.deposit_id,
+        )
+    ]
+
+
+def apply_withdraw(
+    view: Overlay, body: Withdraw, signer: bytes, env: BlockEnv, params: ChainParams
+) -> list[Event]:
+    account = require_account(view, signer)
+    if body.amount_quote <= 0:
+        raise TxRejected(Reject.SIZE_MUST_BE_POSITIVE, f"amount_quote={body.amount_quote}")
+    held = holdings(view, account.account_id)
+    equity = equity_quote(account, held)
+    if body.amount_quote > equity:
+        raise TxRejected(
+            Reject.INSUFFICIENT_COLLATERAL,
+            f"amount_quote={body.amount_quote} > equity_quote={equity}",
+        )
+    if equity - body.amount_quote < initial_margin_quote(held):
+        raise TxRejected(Reject.INSUFFICIENT_MARGIN, "withdrawal would leave the account under IM")
+    after = replace(account, collateral_quote=account.collateral_quote - body.amount_quote)
+    put_account(view, after)
+    totals = get_totals(view)
+    put_totals(
+        view, replace(totals, net_deposits_quote=totals.net_deposits_quote - body.amount_quote)
+    )
+    return [event(EventKind.WITHDRAW, account=signer, amount_quote=body.amount_quote)]
+
+
+def apply_place_order(
+    view: Overlay, body: PlaceOrder, signer: bytes, env: BlockEnv, params: ChainParams
+) -> list[Event]:
+    account = require_account(view, signer)
+    market = _require_market(view, body.market_id)
+    if body.size_atoms <= 0:
+        raise TxRejected(Reject.SIZE_MUST_BE_POSITIVE, f"size_atoms={body.size_atoms}")
+    if body.size_atoms > params.max_order_size_atoms:
+        raise TxRejected(Reject.OUT_OF_RANGE, f"size_atoms={body.size_atoms} over the cap")
+    if body.size_atoms % market.step_atoms:
+        raise TxRejected(Reject.OFF_STEP, f"size_atoms={body.size_atoms} step={market.step_atoms}")
+    conditional = body.kind in (OrderKind.STOP_LOSS, OrderKind.TAKE_PROFIT)
+    if body.kind == OrderKind.LIMIT and body.price_quote <= 0:
+        raise TxRejected(Reject.PRICE_MUST_BE_POSITIVE, f"price_quote={body.price_quote}")
+    if conditional and body.trigger_price_quote <= 0:
+        raise TxRejected(Reject.PRICE_MUST_BE_POSITIVE, "a conditional order needs a trigger price")
+    for price in (body.price_quote, body.trigger_price_quote):
+        if price % market.tick_quote:
+            raise TxRejected(Reject.OFF_TICK, f"price {price} tick={market.tick_quote}")
+    if body.kind != OrderKind.LIMIT and body.tif == TimeInForce.POST_ONLY:
+        raise TxRejected(Reject.MALFORMED, "only limit orders can be post-only")
+    if market.mode in (MarketMode.CANCEL_ONLY, MarketMode.HALTED) or (
+        market.mode == MarketMode.POST_ONLY
+        and not (body.kind == OrderKind.LIMIT and body.tif == TimeInForce.POST_ONLY)
+    ):
+        raise TxRejected(
+            Reject.MODE_FORBIDS, f"market {market.symbol.decode()} is {market.mode.name}"
+        )
+    client_key = keys.client_id(account.account_id, body.client_id)
+    if view.load(client_key, bytes) is not None:
+        raise TxRejected(Reject.DUPLICATE_CLIENT_ID, f"client_id={body.client_id}")
+    may_rest = conditional or (body.kind == OrderKind.LIMIT and body.tif != TimeInForce.IOC)
+    if may_rest and account.open_orders >= params.max_open_orders:
+        raise TxRejected(Reject.TOO_MANY_ORDERS, f"open_orders={account.open_orders}")
+    if body.reduce_only:
+        position = get_position(view, account.account_id, market.market_id)
+        size = 0 if position is None else position.size_atoms
+        reducible = -size if body.side == Side.BUY else size
+        if reducible < body.size_atoms:
+            raise TxRejected(
+                Reject.REDUCE_ONLY_WOULD_GROW, f"position {size}, order {body.size_atoms}"
+            )
+    totals = get_totals(view)
+    order = Order(
+        order_id=OrderId(totals.next_order_id),
+        account_id=account.account_id,
+        market_id=market.market_id,
+        side=body.side,
+        kind=body.kind,
+        tif=TimeInForce.IOC if body.kind == OrderKind.MARKET else body.tif,
+        price_quote=body.price_quote,
+        size_atoms=body.size_atoms,
+        reduce_only=body.reduce_only,
+        trigger_price_quote=body.trigger_price_quote if conditional else 0,
+        client_id=body.client_id,
+    )
+    put_totals(view, replace(totals, next_order_id=totals.next_order_id + 1))
+    view.put(client_key, order.order_id.to_bytes(8, "big"))
+    events = [
+        event(
+            EventKind.ORDER_PLACED,
+            market_id=order.market_id,
+            account=order.account_id,
+            order_id=order.order_id,
+            ref=order.client_id,
+            size_atoms=order.size_atoms if order.side == Side.BUY else -order.size_atoms,
+            price_quote=order.price_quote,
+        )
+    ]
+    if conditional:
+        add_order(view, order)
+        return events
+    if order.tif == TimeInForce.POST_ONLY:
+        opposite = best_order(
+            view, market.market_id, Side.SELL if order.side == Side.BUY else Side.BUY
+        )
+        if opposite is not None and (
+            opposite[1].price_quote <= order.price_quote
+            if order.side == Side.BUY
+            else opposite[1].price_quote >= order.price_quote
+        ):
+            raise TxRejected(Reject.POST_ONLY_WOULD_CROSS, f"best {opposite[1].price_quote}")
+    remaining = match_order(view, order, params, events)
+    # A remainder rests only if it would not cross: matching can stop early (the taker's margin
+    # ran out), and a crossed book must never be stored (tests/sim found this one).
+    opposite = best_order(view, market.market_id, Side.SELL if order.side == Side.BUY else Side.BUY)
+    crossing = opposite is not None and (
+        opposite[1].price_quote <= order.price_quote
+        if order.side == Side.BUY
+        else opposite[1].price_quote >= order.price_quote
+    )
+    if remaining and rests(order) and not order.reduce_only and not crossing:
+        resting = replace(order, size_atoms=remaining)
+        if not can_rest(view, resting):
+            raise TxRejected(Reject.INSUFFICIENT_MARGIN, "cannot margin the resting order")
+        add_order(view, resting)
+    return events
+
+
+def _owned_order(view: Overlay, account_id: bytes, order_id: int) -> tuple[bytes, Order]:
+    found = get_order(view, order_id)
+    if found is None or found[1].account_id != account_id:
+        raise TxRejected(Reject.UNKNOWN_ORDER, f"order_id={order_id}")
+    return found
+
+
+def apply_cancel_order(
+    view: Overlay, body: CancelOrder, signer: bytes, env: BlockEnv, params: ChainParams
+) -> list[Event]:
+    account = require_account(view, signer)
+    order_id = body.order_id
+    if order_id == 0:
+        raw = view.load(keys.client_id(account.account_id, body.client_id), bytes)
+        if raw is None:
+            raise TxRejected(Reject.UNKNOWN_ORDER, f"client_id={body.client_id}")
+        order_id = int.from_bytes(raw, "big")
+    where, order = _owned_order(view, signer, order_id)
+    market = get_market(view, order.market_id)
+    assert market is not None
+    if market.mode == MarketMode.HALTED:
+        raise TxRejected(Reject.MODE_FORBIDS, f"market {market.symbol.decode()} is HALTED")
+    events: list[Event] = []
+    remove_order(view, where, order, CancelReason.USER, events)
+    return events
+
+
+def apply_cancel_all(
+    view: Overlay, body: CancelAll, signer: bytes, env: BlockEnv, params: ChainParams
+) -> list[Event]:
+    account = require_account(view, signer)
+    if body.market_id:
+        _require_market(view, body.market_id)
+    events: list[Event] = []
+    for order_id in list(iter_account_order_ids(view, account.account_id)):
+        where, order = _owned_order(view, signer, order_id)
+        if body.market_id and order.market_id != body.market_id:
+            continue
+        market = get_market(view, order.market_id)
+        assert market is not None
+        if market.mode != MarketMode.HALTED:
+            remove_order(view, where, order, CancelReason.USER, events)
+    return events
+
+
+def apply_oracle_update(
+    view: Overlay, body: OracleUpdate, signer: bytes, env: BlockEnv, params: ChainParams
+) -> list[Event]:
+    _authorized(signer, params.oracle_key)
+    if body.time_ms > env.time_ms:
+        raise TxRejected(Reject.ORACLE_STALE, f"time_ms={body.time_ms} is after the block")
+    events = []
+    for point in body.prices:
+        market = _require_market(view, point.market_id)
+        if point.price_quote <= 0:
+            raise TxRejected(Reject.PRICE_MUST_BE_POSITIVE, f"market {point.market_id}")
+        if body.time_ms <= market.oracle_time_ms:
+            raise TxRejected(
+                Reject.ORACLE_STALE, f"time_ms={body.time_ms} <= {market.oracle_time_ms}"
+            )
+        old = market.oracle_price_quote
+        if abs(point.price_quote - old) * PPM > old * params.oracle_max_jump_ppm:
+            raise TxRejected(Reject.ORACLE_JUMP, f"{old} -> {point.price_quote}")
+        put_market(
+            view, replace(market, oracle_price_quote=point.price_quote, oracle_time_ms=body.time_ms)
+        )
+        events.append(
+            event(EventKind.ORACLE, market_id=point.market_id, price_quote=point.price_quote)
+        )
+    return events
+
+
+def apply_set_market_mode(
+    view: Overlay, body: SetMarketMode, signer: bytes, env: BlockEnv, params: ChainParams
+) -> list[Event]:
+    _authorized(signer, params.operator_key)
+    market = _require_market(view, body.market_id)
+    put_market(view, replace(market, mode=body.mode))
+    return [event(EventKind.MARKET_MODE, market_id=market.market_id, ref=body.mode)]
+
+
+def apply_set_market_params(
+    view: Overlay, body: SetMarketParams, signer: bytes, env: BlockEnv, params: ChainParams
+) -> list[Event]:
+    _authorized(signer, params.operator_key)
+    market = _require_market(view, body.market_id)
+    if not (
+        0 < body.maintenance_margin_ppm < body.initial_margin_ppm <= PPM
+        and 0 <= body.max_funding_rate_ppm <= PPM
+    ):
+        raise TxRejected(Reject.BAD_PARAMETER, "need 0 < mmf < imf <= 1e6 and 0 <= cap <= 1e6")
+    put_market(
+        view,
+        replace(
+            market,
+            initial_margin_ppm=body.initial_margin_ppm,
+            maintenance_margin_ppm=body.maintenance_margin_ppm,
+            max_funding_rate_ppm=body.max_funding_rate_ppm,
+        ),
+    )
+    return [event(EventKind.PARAMS, market_id=market.market_id)]
+
+
+def apply_recovery(
+    view: Overlay, body: Recovery, signer: bytes, env: BlockEnv, params: ChainParams
+) -> list[Event]:
+    """Cancel every resting order (TP/SL conditional orders survive); markets CANCEL_ONLY."""
+    _authorized(signer, params.operator_key)
+    events: list[Event] = []
+    for where, order in list(view.iter_records(keys.BOOK, Order)):
+        remove_order(view, where, order, CancelReason.OPERATOR, events)
+    for market in list(iter_markets(view)):
+        put_market(view, replace(market, mode=MarketMode.CANCEL_ONLY))
+        events.append(
+            event(EventKind.MARKET_MODE, market_id=market.market_id, ref=MarketMode.CANCEL_ONLY)
+        )
+    return events
+
+
+HANDLERS: dict[type[Any], Handler] = {
+    Deposit: apply_deposit,
+    Withdraw: apply_withdraw,
+    PlaceOrder: apply_place_order,
+    CancelOrder: apply_cancel_order,
+    CancelAll: apply_cancel_all,
+    OracleUpdate: apply_oracle_update,
+    SetMarketMode: apply_set_market_mode,
+    SetMarketParams: apply_set_market_params,
+    Recovery: apply_recovery,
+}
+
+
+def use_nonce(nonces: Nonces, nonce: int, window: int) -> Nonces:
+    """The signer's nonces with `nonce` used; BAD_NONCE for a replay or one too far ahead."""
+    offset = nonce - nonces.base_nonce
+    if offset < 0 or offset >= window or (nonces.used_bits >> offset) & 1:
+        raise TxRejected(Reject.BAD_NONCE, f"nonce={nonce} base={nonces.base_nonce}")
+    bits = nonces.used_bits | (1 << offset)
+    base = nonces.base_nonce
+    while bits & 1:
+        bits >>= 1
+        base += 1
+    return Nonces(base_nonce=base, used_bits=bits)
+
+
+def apply_tx(
+    view: Overlay, tx: SignedTx, env: BlockEnv, params: ChainParams, *, verify_signatures: bool
+) -> Receipt:
+    """A rejected tx changes nothing; its receipt records the code."""
+    branch = view.branch()
+    try:
+        if verify_signatures:
+            validate_tx(tx, params.chain_id)
+        put_nonces(
+            branch,
+            tx.signer,
+            use_nonce(get_nonces(branch, tx.signer), tx.nonce, params.nonce_window),
+        )
+        events = HANDLERS[type(tx.body)](branch, tx.body, tx.signer, env, params)
+    except TxRejected as rejected:
+        return Receipt(tx_hash=tx.tx_hash, code=rejected.code, events=())
+    branch.merge_into(view)
+    return Receipt(tx_hash=tx.tx_hash, code=0, events=tuple(events))
+
+
+def begin_block(view: Overlay, env: BlockEnv, params: ChainParams) -> list[Event]:
+    """Funding ticks due by the block time, each appended to the market's funding log."""
+    totals = get_totals(view)
+    put_totals(view, replace(totals, last_block_time_ms=env.time_ms))
+    events: list[Event] = []
+    interval = params.funding_interval_ms
+    for market in list(iter_markets(view)):
+        if env.time_ms // interval <= market.last_funding_ms // interval:
+            continue
+        dt_ms = env.time_ms - market.last_funding_ms
+        price = market.oracle_price_quote
+        if dt_ms > params.max_funding_gap_ms:
+            dt_ms, rate_ppm = 0, 0  # a halt or maintenance gap accrues nothing
+        else:
+            bid = best_order(view, market.market_id, Side.BUY)
+            ask = best_order(view, market.market_id, Side.SELL)
+            rate_ppm = clamp_rate_ppm(
+                premium_rate_ppm(
+                    None if bid is None else bid[1].price_quote,
+                    None if ask is None else ask[1].price_quote,
+                    price,
+                ),
+                market.max_funding_rate_ppm,
+            )
+        index = market.funding_index_quote + index_delta_quote(
+            rate_ppm, price, dt_ms, params.funding_period_ms
+        )
+        tick = FundingTick(
+            market_id=market.market_id,
+            seq=market.funding_ticks,
+            time_ms=env.time_ms,
+            dt_ms=dt_ms,
+            rate_ppm=rate_ppm,
+            price_quote=price,
+            index_before_quote=market.funding_index_quote,
+            index_quote=index,
+        )
+        view.put(keys.funding_tick(market.market_id, tick.seq), tick)
+        put_market(
+            view,
+            replace(
+                market,
+                funding_index_quote=index,
+                last_funding_ms=env.time_ms,
+                funding_ticks=market.funding_ticks + 1,
+            ),
+        )
+        events.append(
+            event(
+                EventKind.FUNDING_TICK,
+                market_id=market.market_id,
+                ref=tick.seq,
+                amount_quote=index,
+                extra=rate_ppm,
+                price_quote=price,
+            )
+        )
+    return events
+
+
+def apply_block(
+    reader: StateReader,
+    env: BlockEnv,
+    txs: Sequence[SignedTx],
+    *,
+    verify_signatures: bool = True,
+) -> BlockResult:
+    """The block's write set, receipts and events, computed over the state after h-1.
+
+    Raises BlockInvalid for a block of another chain and InvariantViolation when the
+    post-state breaks an invariant (nothing may be committed then)."""
+    view = Overlay(reader)
+    params = get_params(view)
+    if env.chain_id != params.chain_id:
+        raise BlockInvalid(f"block of chain {env.chain_id!r} applied to {params.chain_id!r}")
+    block_events = begin_block(view, env, params)
+    receipts = tuple(
+        apply_tx(view, tx, env, params, verify_signatures=verify_signatures) for tx in txs
+    )
+    run_triggers(view, params, env.time_ms, block_events)
+    liquidations = run_liquidations(view, params, env.time_ms, block_events)
+    check_invariants(Overlay(reader), view, env, liquidations=liquidations)
+    return BlockResult(view.writes(), receipts, tuple(block_events), liquidations)
+
+
+def decode_block_txs(tx_bytes: Sequence[bytes]) -> list[SignedTx | Receipt]:
+    """Each tx decoded, or a MALFORMED receipt for bytes that are not a canonical tx."""
+    out: list[SignedTx | Receipt] = []
+    for raw in tx_bytes:
+        try:
+            out.append(decode_tx(raw))
+        except NotCanonical:
+            out.append(Receipt(tx_hash=tx_hash(raw), code=Reject.MALFORMED, events=()))
+    return out
+
+
+def apply_block_bytes(
+    reader: StateReader, env: BlockEnv, tx_bytes: Sequence[bytes], *, verify_signatures: bool = True
+) -> BlockResult:
+    """apply_block over raw tx bytes; undecodable txs get MALFORMED receipts in place."""
+    decoded = decode_block_txs(tx_bytes)
+    good = [item for item in decoded if isinstance(item, SignedTx)]
+    result = apply_block(reader, env, good, verify_signatures=verify_signatures)
+    applied = iter(result.receipts)
+    receipts = tuple(next(applied) if isinstance(item, SignedTx) else item for item in decoded)
+    return BlockResult(result.writes, receipts, result.events, result.liquidations)
+
+
+__all__ = [
+    "BlockResult",
+    "apply_block",
+    "apply_block_bytes",
+    "apply_tx",
+    "use_nonce",
+    "MarketId",
+    "TxRejected",
+]

@@ -1,0 +1,108 @@
+"""Invariants on the post-state, before commit: the incident, conservation, open interest,
+crossed books, time. Each violation names the invariant, the market or account and values."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from node.core import codec, keys
+from node.core.blocks import BlockEnv
+from node.core.errors import InvariantViolation
+from node.core.records import Account, Market
+from node.core.transition import apply_block
+from tests.core.harness import BTC, ETH, UNIT, USD, Chain, Side
+
+
+def _traded_chain() -> Chain:
+    chain = Chain()
+    a, b, mm = chain.trader(0), chain.trader(1), chain.trader(2)
+    chain.block(
+        chain.order(b, Side.SELL, UNIT, 60_000 * USD),
+        chain.order(a, Side.BUY, UNIT, 60_000 * USD),
+        chain.order(mm, Side.BUY, UNIT, 60_100 * USD),
+        chain.order(mm, Side.SELL, UNIT, 60_200 * USD),
+    )
+    for _ in range(3):
+        chain.block(dt_ms=60_000)  # funding ticks move the index
+    assert chain.market(BTC).funding_index_quote != 0
+    return chain
+
+
+def _corrupt(chain: Chain, key: bytes, change: dict[str, int], cls: type) -> None:
+    raw = chain.state.get(key)
+    assert raw is not None
+    chain.state.apply([(key, codec.encode(dataclasses.replace(codec.decode(raw, cls), **change)))])
+
+
+def _next_block(chain: Chain) -> None:
+    env = BlockEnv(chain_id=chain.chain_id, height=chain.height + 1, time_ms=chain.time_ms + 1000)
+    apply_block(chain.state, env, [])
+
+
+def test_incident_funding_index_reset_outside_a_tick_is_caught_naming_the_market() -> None:
+    """The motivating incident: a migration writing around the writer zeroes every market's
+    funding index. The next block's invariants refuse it before anything commits."""
+    chain = _traded_chain()
+    for market_id in (BTC, ETH):
+        _corrupt(chain, keys.market(market_id), {"funding_index_quote": 0}, Market)
+    with pytest.raises(InvariantViolation, match="market BTC-USD-PERP funding_index") as caught:
+        _next_block(chain)
+    assert "funding log" in str(caught.value)
+
+
+def test_funding_index_moved_within_a_block_outside_a_tick_is_caught() -> None:
+    chain = _traded_chain()
+    before = chain.market(BTC).funding_index_quote
+    _corrupt(chain, keys.market(BTC), {"funding_index_quote": before + 1}, Market)
+    with pytest.raises(InvariantViolation, match="funding_index .* outside|is not the funding log"):
+        _next_block(chain)
+
+
+def test_created_quote_breaks_conservation() -> None:
+    chain = _traded_chain()
+    address = chain.trader(3).public_key
+    _corrupt(chain, keys.account(address), {"collateral_quote": 10**12 + 1}, Account)
+    with pytest.raises(InvariantViolation, match=r"conservation: .*difference 1\)"):
+        _next_block(chain)
+
+
+def test_open_interest_mismatch_is_caught() -> None:
+    chain = _traded_chain()
+    _corrupt(chain, keys.market(BTC), {"open_interest_atoms": 5}, Market)
+    with pytest.raises(InvariantViolation, match="open interest: market BTC-USD-PERP longs"):
+        _next_block(chain)
+
+
+def test_block_time_must_increase() -> None:
+    chain = _traded_chain()
+    env = BlockEnv(chain_id=chain.chain_id, height=chain.height + 1, time_ms=chain.time_ms)
+    with pytest.raises(InvariantViolation, match="time: block time"):
+        apply_block(chain.state, env, [])
+
+
+def test_liquidation_storm_without_price_move_trips_the_breaker() -> None:
+    from tests.core.harness import devnet_doc
+
+    chain = Chain(devnet_doc(breaker_liquidations=0))
+    a, b = chain.trader(0), chain.trader(1)
+    chain.block(
+        chain.order(b, Side.SELL, 320 * UNIT, 60_000 * USD),
+        chain.order(a, Side.BUY, 320 * UNIT, 60_000 * USD),
+    )
+    # The maintenance margin is raised (no price move): a is liquidated, the breaker trips.
+    from node.core.txs import SetMarketParams
+
+    op = chain.key("devnet/operator")
+    with pytest.raises(InvariantViolation, match=r"breaker: 2 liquidations .* move 0 ppm"):
+        chain.block(
+            chain.sign(
+                SetMarketParams,
+                op,
+                market_id=BTC,
+                initial_margin_ppm=200_000,
+                maintenance_margin_ppm=100_000,
+                max_funding_rate_ppm=1000,
+            )
+        )
