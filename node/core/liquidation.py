@@ -10,8 +10,6 @@ insurance fund, and the insurance fund covers negative equity.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from node.core import keys
 from node.core.errors import TxRejected
 from node.core.fixed import SIZE_SCALE, div_floor, mul_ppm
@@ -29,6 +27,7 @@ from node.core.records import (
     Side,
     TimeInForce,
     event,
+    evolve,
 )
 from node.core.trading import (
     apply_fill,
@@ -75,7 +74,7 @@ def run_triggers(view: Overlay, params: ChainParams, time_ms: int, events: list[
         ]
         for where, order in due:
             remove_order(view, where, order, None, events)
-            taker = replace(order, kind=OrderKind.MARKET, tif=TimeInForce.IOC)
+            taker = evolve(order, kind=OrderKind.MARKET, tif=TimeInForce.IOC)
             branch = view.branch()
             fill_events: list[Event] = []
             try:
@@ -176,10 +175,10 @@ def liquidate(
     )
     collateral = account.collateral_quote - penalty
     cover = -collateral if collateral < 0 else 0  # the insurance fund covers negative equity
-    put_account(view, replace(account, collateral_quote=collateral + cover))
+    put_account(view, evolve(account, collateral_quote=collateral + cover))
     totals = get_totals(view)
     put_totals(
-        view, replace(totals, insurance_fund_quote=totals.insurance_fund_quote + penalty - cover)
+        view, evolve(totals, insurance_fund_quote=totals.insurance_fund_quote + penalty - cover)
     )
     events.append(
         event(EventKind.LIQUIDATION, account=account_id, amount_quote=penalty, extra=cover)

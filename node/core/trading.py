@@ -12,7 +12,7 @@ nothing filled).
 
 from __future__ import annotations
 
-from dataclasses import replace
+from itertools import islice
 
 from node.core import keys
 from node.core.errors import Reject, TxRejected
@@ -34,6 +34,7 @@ from node.core.records import (
     Side,
     TimeInForce,
     event,
+    evolve,
 )
 from node.core.view import (
     Overlay,
@@ -83,11 +84,9 @@ def settle_funding(
     if payment:
         account = get_account(view, position.account_id)
         assert account is not None
-        put_account(view, replace(account, collateral_quote=account.collateral_quote + payment))
+        put_account(view, evolve(account, collateral_quote=account.collateral_quote + payment))
         totals = get_totals(view)
-        put_totals(
-            view, replace(totals, insurance_fund_quote=totals.insurance_fund_quote - payment)
-        )
+        put_totals(view, evolve(totals, insurance_fund_quote=totals.insurance_fund_quote - payment))
         events.append(
             event(
                 EventKind.FUNDING_SETTLED,
@@ -97,7 +96,7 @@ def settle_funding(
                 amount_quote=payment,
             )
         )
-    return replace(position, funding_index_quote=market.funding_index_quote)
+    return evolve(position, funding_index_quote=market.funding_index_quote)
 
 
 def change_position(
@@ -133,7 +132,7 @@ def change_position(
         )
     else:  # flipped: the remainder opens at this price
         cost = div_floor(after * price_quote, SIZE_SCALE)
-    put_position(view, replace(position, size_atoms=after, cost_quote=cost))
+    put_position(view, evolve(position, size_atoms=after, cost_quote=cost))
     return before, after
 
 
@@ -146,32 +145,32 @@ def apply_fill(
     size_atoms: int,
     price_quote: int,
     events: list[Event],
+    buyer_fee_quote: int = 0,
+    seller_fee_quote: int = 0,
 ) -> tuple[Market, tuple[int, int], tuple[int, int]]:
     """Move `size_atoms` from seller to buyer at `price_quote`: positions, the notional (one
-    floored integer, so the transfer is exact) and open interest. No fees, no margin checks."""
+    floored integer, so the transfer is exact), fees to the fee pool and open interest. No
+    margin checks."""
     notional = div_floor(size_atoms * price_quote, SIZE_SCALE)
     buyer_sizes = change_position(view, buyer, market, size_atoms, price_quote, events)
     seller_sizes = change_position(view, seller, market, -size_atoms, price_quote, events)
-    for account_id, delta in ((buyer, -notional), (seller, notional)):
+    for account_id, delta in (
+        (buyer, -notional - buyer_fee_quote),
+        (seller, notional - seller_fee_quote),
+    ):
         account = get_account(view, account_id)
         assert account is not None
-        put_account(view, replace(account, collateral_quote=account.collateral_quote + delta))
+        put_account(view, evolve(account, collateral_quote=account.collateral_quote + delta))
+    if buyer_fee_quote or seller_fee_quote:
+        totals = get_totals(view)
+        fee_pool = totals.fee_pool_quote + buyer_fee_quote + seller_fee_quote
+        put_totals(view, evolve(totals, fee_pool_quote=fee_pool))
     oi_delta = (max(buyer_sizes[1], 0) - max(buyer_sizes[0], 0) + max(seller_sizes[1], 0)) - max(
         seller_sizes[0], 0
     )
-    market = replace(market, open_interest_atoms=market.open_interest_atoms + oi_delta)
+    market = evolve(market, open_interest_atoms=market.open_interest_atoms + oi_delta)
     put_market(view, market)
     return market, buyer_sizes, seller_sizes
-
-
-def charge_fee(view: Overlay, account_id: AccountId, fee_quote: int) -> None:
-    if fee_quote == 0:
-        return
-    account = get_account(view, account_id)
-    assert account is not None
-    put_account(view, replace(account, collateral_quote=account.collateral_quote - fee_quote))
-    totals = get_totals(view)
-    put_totals(view, replace(totals, fee_pool_quote=totals.fee_pool_quote + fee_quote))
 
 
 # ---------------------------------------------------------------------- order lifecycle
@@ -190,7 +189,7 @@ def add_order(view: Overlay, order: Order) -> None:
     view.put(keys.account_order(order.account_id, order.order_id), b"")
     account = get_account(view, order.account_id)
     assert account is not None
-    put_account(view, replace(account, open_orders=account.open_orders + 1))
+    put_account(view, evolve(account, open_orders=account.open_orders + 1))
 
 
 def remove_order(
@@ -201,7 +200,7 @@ def remove_order(
     view.delete(keys.account_order(order.account_id, order.order_id))
     account = get_account(view, order.account_id)
     assert account is not None
-    put_account(view, replace(account, open_orders=account.open_orders - 1))
+    put_account(view, evolve(account, open_orders=account.open_orders - 1))
     if reason is not None:
         events.append(
             event(
@@ -227,19 +226,29 @@ def _crosses(side: Side, limit_quote: int, maker_price_quote: int) -> bool:
     )
 
 
-def match_order(view: Overlay, taker: Order, params: ChainParams, events: list[Event]) -> int:
-    """Match `taker` against the opposite side; returns the unfilled size. Raises
-    INSUFFICIENT_MARGIN if the first fill would leave the taker under initial margin."""
+def match_order(
+    view: Overlay, taker: Order, params: ChainParams, events: list[Event]
+) -> tuple[int, bool]:
+    """Match `taker` against the opposite side; returns (unfilled size, whether matching
+    stopped before the book stopped crossing). Raises INSUFFICIENT_MARGIN if the first fill
+    would leave the taker under initial margin."""
     market_id = taker.market_id
     opposite = Side.SELL if taker.side == Side.BUY else Side.BUY
     sign = 1 if taker.side == Side.BUY else -1
     remaining = taker.size_atoms
     filled_any = False
+    side_prefix = keys.book_side(market_id, opposite)
+    queue: list[tuple[bytes, Order]] = []
     while remaining > 0:
-        best = best_order(view, market_id, opposite)
-        if best is None:
-            break
-        where, maker = best
+        # The next makers in priority order, a few at a time: processing a maker changes only
+        # that maker, so the rest of a batch stays valid; a fresh scan starts past the makers
+        # already removed.
+        if not queue:
+            queue = list(islice(view.iter_records(side_prefix, Order), 4))
+            queue.reverse()
+            if not queue:
+                break
+        where, maker = queue.pop()
         if not _crosses(taker.side, taker.price_quote, maker.price_quote):
             break
         if maker.account_id == taker.account_id:
@@ -251,7 +260,7 @@ def match_order(view: Overlay, taker: Order, params: ChainParams, events: list[E
             reducible = 0 if position is None else max(0, -sign * position.size_atoms)
             size = min(size, reducible)
             if size == 0:
-                break
+                return remaining, True
         market = get_market(view, market_id)
         assert market is not None
         branch = view.branch()
@@ -261,6 +270,12 @@ def match_order(view: Overlay, taker: Order, params: ChainParams, events: list[E
             if taker.side == Side.BUY
             else (maker.account_id, taker.account_id)
         )
+        notional = div_floor(size * maker.price_quote, SIZE_SCALE)
+        taker_fee = mul_ppm(notional, params.taker_fee_ppm, round_up=True)
+        maker_fee = mul_ppm(notional, params.maker_fee_ppm, round_up=True)
+        buyer_fee, seller_fee = (
+            (taker_fee, maker_fee) if taker.side == Side.BUY else (maker_fee, taker_fee)
+        )
         _, buyer_sizes, seller_sizes = apply_fill(
             branch,
             market,
@@ -269,12 +284,9 @@ def match_order(view: Overlay, taker: Order, params: ChainParams, events: list[E
             size_atoms=size,
             price_quote=maker.price_quote,
             events=fill_events,
+            buyer_fee_quote=buyer_fee,
+            seller_fee_quote=seller_fee,
         )
-        notional = div_floor(size * maker.price_quote, SIZE_SCALE)
-        taker_fee = mul_ppm(notional, params.taker_fee_ppm, round_up=True)
-        maker_fee = mul_ppm(notional, params.maker_fee_ppm, round_up=True)
-        charge_fee(branch, taker.account_id, taker_fee)
-        charge_fee(branch, maker.account_id, maker_fee)
         taker_sizes, maker_sizes = (
             (buyer_sizes, seller_sizes) if taker.side == Side.BUY else (seller_sizes, buyer_sizes)
         )
@@ -284,13 +296,13 @@ def match_order(view: Overlay, taker: Order, params: ChainParams, events: list[E
         if not reduces_risk(*taker_sizes) and not margin_ok(branch, taker.account_id):
             if not filled_any:
                 raise TxRejected(Reject.INSUFFICIENT_MARGIN, taker.account_id.hex()[:16])
-            break
+            return remaining, True
         branch.merge_into(view)
         events.extend(fill_events)
         if size == maker.size_atoms:
             remove_order(view, where, maker, None, events)
         else:
-            view.put(where, replace(maker, size_atoms=maker.size_atoms - size))
+            view.put(where, evolve(maker, size_atoms=maker.size_atoms - size))
         events.append(
             event(
                 EventKind.FILL,
@@ -307,7 +319,7 @@ def match_order(view: Overlay, taker: Order, params: ChainParams, events: list[E
         )
         remaining -= size
         filled_any = True
-    return remaining
+    return remaining, False
 
 
 def can_rest(view: Overlay, order: Order) -> bool:

@@ -10,7 +10,7 @@ InvariantViolation is never caught here: the block is not committed.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from node.core import keys
@@ -38,6 +38,7 @@ from node.core.records import (
     Side,
     TimeInForce,
     event,
+    evolve,
 )
 from node.core.trading import (
     add_order,
@@ -121,12 +122,12 @@ def apply_deposit(
         account_id=account_id, collateral_quote=0, open_orders=0
     )
     put_account(
-        view, replace(account, collateral_quote=account.collateral_quote + body.amount_quote)
+        view, evolve(account, collateral_quote=account.collateral_quote + body.amount_quote)
     )
     view.put(keys.deposit(body.deposit_id), b"")
     totals = get_totals(view)
     put_totals(
-        view, replace(totals, net_deposits_quote=totals.net_deposits_quote + body.amount_quote)
+        view, evolve(totals, net_deposits_quote=totals.net_deposits_quote + body.amount_quote)
     )
     return [
         event(
@@ -153,11 +154,11 @@ def apply_withdraw(
         )
     if equity - body.amount_quote < initial_margin_quote(held):
         raise TxRejected(Reject.INSUFFICIENT_MARGIN, "withdrawal would leave the account under IM")
-    after = replace(account, collateral_quote=account.collateral_quote - body.amount_quote)
+    after = evolve(account, collateral_quote=account.collateral_quote - body.amount_quote)
     put_account(view, after)
     totals = get_totals(view)
     put_totals(
-        view, replace(totals, net_deposits_quote=totals.net_deposits_quote - body.amount_quote)
+        view, evolve(totals, net_deposits_quote=totals.net_deposits_quote - body.amount_quote)
     )
     return [event(EventKind.WITHDRAW, account=signer, amount_quote=body.amount_quote)]
 
@@ -218,7 +219,7 @@ def apply_place_order(
         trigger_price_quote=body.trigger_price_quote if conditional else 0,
         client_id=body.client_id,
     )
-    put_totals(view, replace(totals, next_order_id=totals.next_order_id + 1))
+    put_totals(view, evolve(totals, next_order_id=totals.next_order_id + 1))
     view.put(client_key, order.order_id.to_bytes(8, "big"))
     events = [
         event(
@@ -244,17 +245,21 @@ def apply_place_order(
             else opposite[1].price_quote >= order.price_quote
         ):
             raise TxRejected(Reject.POST_ONLY_WOULD_CROSS, f"best {opposite[1].price_quote}")
-    remaining = match_order(view, order, params, events)
+    remaining, stopped_early = match_order(view, order, params, events)
     # A remainder rests only if it would not cross: matching can stop early (the taker's margin
     # ran out), and a crossed book must never be stored (tests/sim found this one).
-    opposite = best_order(view, market.market_id, Side.SELL if order.side == Side.BUY else Side.BUY)
-    crossing = opposite is not None and (
-        opposite[1].price_quote <= order.price_quote
-        if order.side == Side.BUY
-        else opposite[1].price_quote >= order.price_quote
-    )
+    crossing = False
+    if remaining and stopped_early:
+        opposite = best_order(
+            view, market.market_id, Side.SELL if order.side == Side.BUY else Side.BUY
+        )
+        crossing = opposite is not None and (
+            opposite[1].price_quote <= order.price_quote
+            if order.side == Side.BUY
+            else opposite[1].price_quote >= order.price_quote
+        )
     if remaining and rests(order) and not order.reduce_only and not crossing:
-        resting = replace(order, size_atoms=remaining)
+        resting = evolve(order, size_atoms=remaining)
         if not can_rest(view, resting):
             raise TxRejected(Reject.INSUFFICIENT_MARGIN, "cannot margin the resting order")
         add_order(view, resting)
@@ -325,7 +330,7 @@ def apply_oracle_update(
         if abs(point.price_quote - old) * PPM > old * params.oracle_max_jump_ppm:
             raise TxRejected(Reject.ORACLE_JUMP, f"{old} -> {point.price_quote}")
         put_market(
-            view, replace(market, oracle_price_quote=point.price_quote, oracle_time_ms=body.time_ms)
+            view, evolve(market, oracle_price_quote=point.price_quote, oracle_time_ms=body.time_ms)
         )
         events.append(
             event(EventKind.ORACLE, market_id=point.market_id, price_quote=point.price_quote)
@@ -338,7 +343,7 @@ def apply_set_market_mode(
 ) -> list[Event]:
     _authorized(signer, params.operator_key)
     market = _require_market(view, body.market_id)
-    put_market(view, replace(market, mode=body.mode))
+    put_market(view, evolve(market, mode=body.mode))
     return [event(EventKind.MARKET_MODE, market_id=market.market_id, ref=body.mode)]
 
 
@@ -354,7 +359,7 @@ def apply_set_market_params(
         raise TxRejected(Reject.BAD_PARAMETER, "need 0 < mmf < imf <= 1e6 and 0 <= cap <= 1e6")
     put_market(
         view,
-        replace(
+        evolve(
             market,
             initial_margin_ppm=body.initial_margin_ppm,
             maintenance_margin_ppm=body.maintenance_margin_ppm,
@@ -373,7 +378,7 @@ def apply_recovery(
     for where, order in list(view.iter_records(keys.BOOK, Order)):
         remove_order(view, where, order, CancelReason.OPERATOR, events)
     for market in list(iter_markets(view)):
-        put_market(view, replace(market, mode=MarketMode.CANCEL_ONLY))
+        put_market(view, evolve(market, mode=MarketMode.CANCEL_ONLY))
         events.append(
             event(EventKind.MARKET_MODE, market_id=market.market_id, ref=MarketMode.CANCEL_ONLY)
         )
@@ -429,7 +434,7 @@ def apply_tx(
 def begin_block(view: Overlay, env: BlockEnv, params: ChainParams) -> list[Event]:
     """Funding ticks due by the block time, each appended to the market's funding log."""
     totals = get_totals(view)
-    put_totals(view, replace(totals, last_block_time_ms=env.time_ms))
+    put_totals(view, evolve(totals, last_block_time_ms=env.time_ms))
     events: list[Event] = []
     interval = params.funding_interval_ms
     for market in list(iter_markets(view)):
@@ -466,7 +471,7 @@ def begin_block(view: Overlay, env: BlockEnv, params: ChainParams) -> list[Event
         view.put(keys.funding_tick(market.market_id, tick.seq), tick)
         put_market(
             view,
-            replace(
+            evolve(
                 market,
                 funding_index_quote=index,
                 last_funding_ms=env.time_ms,

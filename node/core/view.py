@@ -10,6 +10,7 @@ child for one transaction and `merge_into()` folds it back, so a rejected tx cha
 
 from __future__ import annotations
 
+import heapq
 from bisect import bisect_left, insort
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol, TypeVar
@@ -42,6 +43,17 @@ class StateReader(Protocol):
 def _prefix_end(prefix: bytes) -> bytes | None:
     stripped = prefix.rstrip(b"\xff")
     return None if not stripped else stripped[:-1] + bytes((stripped[-1] + 1,))
+
+
+def _dedupe(
+    merged: Iterator[tuple[bytes, int, Any]],
+) -> Iterator[tuple[bytes, int, Any]]:
+    """Keep the first (highest-priority layer) entry of each key of a merged stream."""
+    last = None
+    for item in merged:
+        if item[0] != last:
+            last = item[0]
+            yield item
 
 
 class MemoryState:
@@ -93,7 +105,15 @@ class Overlay:
 
     def merge_into(self, parent: Overlay) -> None:
         pending = parent._pending
+        at_root = parent._parent is None
         for key, value in self._pending.items():
+            if value is None and at_root and parent._base.get(key) is None:
+                # Created and deleted within the block (an order placed and filled): forget it
+                # rather than keep a tombstone every later book scan would step over.
+                if key in pending:
+                    del pending[key]
+                    del parent._sorted[bisect_left(parent._sorted, key)]
+                continue
             if key not in pending:
                 insort(parent._sorted, key)
             pending[key] = value
@@ -127,56 +147,70 @@ class Overlay:
             return value
         return codec.encode(value)
 
-    def _pending_range(self, prefix: bytes) -> list[tuple[bytes, Any]]:
-        chain: list[Overlay] = []
-        overlay: Overlay | None = self
-        while overlay is not None:
-            chain.append(overlay)
-            overlay = overlay._parent
-        merged: dict[bytes, Any] = {}
-        end = _prefix_end(prefix)
-        for layer in reversed(chain):  # root first, children override
-            sorted_keys = layer._sorted
-            index = bisect_left(sorted_keys, prefix)
-            while index < len(sorted_keys):
-                key = sorted_keys[index]
-                if end is not None and key >= end:
-                    break
-                merged[key] = layer._pending[key]
-                index += 1
-        return sorted(merged.items())
+    @staticmethod
+    def _layer_stream(
+        layer: Overlay, index: int, end: bytes | None, priority: int
+    ) -> Iterator[tuple[bytes, int, Any]]:
+        sorted_keys, pending = layer._sorted, layer._pending
+        while index < len(sorted_keys):
+            key = sorted_keys[index]
+            if end is not None and key >= end:
+                return
+            yield key, priority, pending[key]
+            index += 1
 
     def iter_records(self, prefix: bytes, cls: type[R]) -> Iterator[tuple[bytes, R]]:
-        """(key, record) under `prefix` in key order, pending writes merged over the base."""
-        pending = self._pending_range(prefix)
-        root = self
-        while root._parent is not None:
-            root = root._parent
-        base_iter = root._base.iter_prefix(prefix)
-        p_index = 0
-        for base_key, raw in base_iter:
-            while p_index < len(pending) and pending[p_index][0] < base_key:
-                key, value = pending[p_index]
-                p_index += 1
-                if value is not None:
-                    yield key, value
-            if p_index < len(pending) and pending[p_index][0] == base_key:
-                key, value = pending[p_index]
-                p_index += 1
-                if value is not None:
-                    yield key, value
-                continue
-            cached = root._cache.get(base_key, _MISSING)
-            if cached is _MISSING or cached is None:
+        """(key, record) under `prefix` in key order, pending writes merged over the base.
+
+        A lazy k-way merge (each layer's sorted keys and the base's ordered scan), so taking
+        the best order of a book side costs a few steps however much the block wrote."""
+        layers: list[Overlay] = []
+        overlay: Overlay | None = self
+        while overlay is not None:
+            layers.append(overlay)
+            overlay = overlay._parent
+        root = layers[-1]
+        cache = root._cache
+        end = _prefix_end(prefix)
+        streams = []
+        for priority, layer in enumerate(layers):
+            sorted_keys = layer._sorted
+            index = bisect_left(sorted_keys, prefix)
+            if index < len(sorted_keys) and (end is None or sorted_keys[index] < end):
+                streams.append(self._layer_stream(layer, index, end, priority))
+        if not streams:  # nothing pending under the prefix: the base scan as it is
+            for key, raw in root._base.iter_prefix(prefix):
                 if cls is bytes:
-                    yield base_key, raw  # type: ignore[misc]
+                    yield key, raw  # type: ignore[misc]
                     continue
-                cached = codec.decode(raw, cls)
-                root._cache[base_key] = cached
-            yield base_key, cached
-        for key, value in pending[p_index:]:
-            if value is not None:
-                yield key, value
+                cached = cache.get(key, _MISSING)
+                if cached is _MISSING or cached is None:
+                    cached = cache[key] = codec.decode(raw, cls)
+                yield key, cached
+            return
+        pending = streams[0] if len(streams) == 1 else _dedupe(heapq.merge(*streams))
+        head = next(pending, None)
+        for key, raw in root._base.iter_prefix(prefix):
+            while head is not None and head[0] < key:
+                if head[2] is not None:
+                    yield head[0], head[2]
+                head = next(pending, None)
+            if head is not None and head[0] == key:  # pending overrides the base
+                if head[2] is not None:
+                    yield key, head[2]
+                head = next(pending, None)
+                continue
+            if cls is bytes:
+                yield key, raw  # type: ignore[misc]
+                continue
+            cached = cache.get(key, _MISSING)
+            if cached is _MISSING or cached is None:
+                cached = cache[key] = codec.decode(raw, cls)
+            yield key, cached
+        while head is not None:
+            if head[2] is not None:
+                yield head[0], head[2]
+            head = next(pending, None)
 
     def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         for key, value in self.iter_records(prefix, bytes):
