@@ -75,6 +75,7 @@ class Staged(NamedTuple):
     base: Any  # the tree it was computed on (identity-checked at commit)
     node: Any
     ops: list[tuple[bytes, bytes | None]]
+    diff: list[list[Any]]  # packed by commit_staged, after any index entries given there
 
 
 class Fork(NamedTuple):
@@ -395,33 +396,47 @@ class VersionedStore:
             vh = change[2]
             versioned = b"\x00" if vh is None or value is None else b"\x01" + vh[:8] + value
             ops.append((schema.versioned_key(key, height), versioned))
-        for key, value in extra:
+        self._stage_index(extra, ops, diff)
+        changes.sort()
+        node = tree.update(self._root_node, changes)
+        return Staged(height, tree.root_hash(node), len(changes), self._root_node, node, ops, diff)
+
+    def _stage_index(
+        self, entries: list[tuple[bytes, bytes | None]], ops: list[Op], diff: list[list[Any]]
+    ) -> None:
+        for key, value in entries:
             physical = schema.INDEX + key
-            old = get(physical)
+            old = self._db.get(physical)
             if old != value:
                 diff.append(
                     [schema.NS_INDEX, key, _ABSENT if old is None else _PRESENT, old or b""]
                 )
                 ops.append((physical, value))
-        changes.sort()
-        node = tree.update(self._root_node, changes)
-        ops.append((schema.diff_key(height), _encode_diff(diff)))
-        return Staged(height, tree.root_hash(node), len(changes), self._root_node, node, ops)
 
     def commit_staged(
         self,
         staged: Staged,
         *,
         records: Mapping[str | bytes, bytes] | None = None,
+        index: Mapping[bytes, bytes | None] | None = None,
         epoch: int | None = None,
     ) -> bytes:
-        """Write a staged version (plus its records) as one atomic synced batch."""
+        """Write a staged version (plus its records and index entries known only once the
+        root is, such as a block hash) as one atomic synced batch."""
         self._check_open()
         if epoch is not None and epoch != self._epoch:
             raise StaleWriter(f"commit from writer epoch {epoch}; the store is at {self._epoch}")
         if staged.height != self._height + 1 or staged.base is not self._root_node:
             raise StoreError(f"staged version {staged.height} is void: the store moved on")
         ops = list(staged.ops)
+        diff = list(staged.diff)
+        extra = sorted((_check_key(k), _check_value(k, v)) for k, v in (index or {}).items())
+        staged_index = {entry[1] for entry in staged.diff if entry[0] == schema.NS_INDEX}
+        if any(key in staged_index for key, _ in extra):
+            raise ValueError("an index key given to both stage and commit_staged")
+        self._stage_index(extra, ops, diff)
+        diff.sort()
+        ops.append((schema.diff_key(staged.height), _encode_diff(diff)))
         for name, blob in (records or {}).items():
             raw_name = _check_name(name)
             if type(blob) is not bytes or len(blob) > MAX_RECORD_BYTES:

@@ -1,0 +1,270 @@
+"""Wiring of a producing node: home initialisation (genesis -> block 0), startup reconciliation,
+the producer task and the RPC listeners, clean shutdown. Imports every layer; nothing imports it
+but the CLI and the devnet launcher.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from node.chain.broadcast import Broadcaster
+from node.chain.clock import Clock, SystemClock
+from node.chain.mempool import Mempool
+from node.chain.metrics import Metrics
+from node.chain.producer import ChainStatus, Producer, commit_block
+from node.config import NodeConfig, default_config_toml
+from node.core.blocks import (
+    BlockEnv,
+    BlockHeader,
+    BlockReceipts,
+    header_hash,
+    verify_header_signature,
+)
+from node.core.crypto import SigningKey
+from node.core.genesis import Genesis, genesis_writes, parse_genesis
+from node.core.records import MarketMode
+from node.core.txs import SetMarketMode, sign_tx
+from node.core.view import Overlay, get_nonces
+from node.log import log_event, short_hex
+from node.rpc.methods import NodeContext, build_tables
+from node.rpc.server import BoundListeners, HealthReport, ensure_admin_token, serve_node_listeners
+from node.store import VersionedStore, blocks_db
+
+logger = logging.getLogger("perpchain.node")
+
+GENESIS_FILE = "genesis.json"
+DATA_DIR = "data"
+PRODUCER_KEY_FILE = "producer.key"
+OPERATOR_KEY_FILE = "operator.key"
+
+
+class NodeError(Exception):
+    """A node cannot start; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class InitResult:
+    home: pathlib.Path
+    chain_id: str
+    genesis_hash: str
+    state_root: str
+
+
+def _write_private(path: pathlib.Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def init_home(
+    home: pathlib.Path,
+    genesis_doc: dict[str, Any],
+    *,
+    producer_seed: bytes | None = None,
+    operator_seed: bytes | None = None,
+    overwrite: bool = False,
+) -> InitResult:
+    """Create a node home: genesis.json, config.toml, keys, and the store with block 0.
+
+    Devnet genesis keys are derived from labels; when `producer_seed` is not given and the
+    genesis producer is the devnet label key, that key is used."""
+    genesis = parse_genesis(genesis_doc)
+    home = pathlib.Path(home)
+    if (home / DATA_DIR).exists() and not overwrite:
+        raise NodeError(f"{home} already holds a node (data/ exists); use another --home")
+    home.mkdir(parents=True, exist_ok=True)
+    producer = _pick_key(producer_seed, "devnet/producer", genesis.producer_key, "producer")
+    operator = None
+    if (
+        operator_seed is not None
+        or SigningKey.from_label("devnet/operator").public_key == genesis.operator_key
+    ):
+        operator = _pick_key(operator_seed, "devnet/operator", genesis.operator_key, "operator")
+    (home / GENESIS_FILE).write_text(json.dumps(genesis_doc, indent=2) + "\n")
+    if not (home / "config.toml").exists():
+        (home / "config.toml").write_text(default_config_toml())
+    _write_private(home / PRODUCER_KEY_FILE, producer[1].hex() + "\n")
+    if operator is not None:
+        _write_private(home / OPERATOR_KEY_FILE, operator[1].hex() + "\n")
+    ensure_admin_token(home / "admin.token")
+    with VersionedStore.open(home / DATA_DIR) as store:
+        if store.height >= 0:
+            raise NodeError(f"{home / DATA_DIR} already has blocks")
+        env = BlockEnv(chain_id=genesis.chain_id, height=0, time_ms=genesis.genesis_time_ms)
+        header = commit_block(
+            store,
+            producer[0],
+            None,
+            env,
+            genesis_writes(genesis),
+            [],
+            BlockReceipts(receipts=(), block_events=()),
+        )
+    log_event(
+        logger,
+        "node.initialised",
+        home=home,
+        chain_id=genesis.chain_id.decode(),
+        root=short_hex(header.state_root),
+    )
+    return InitResult(
+        home, genesis.chain_id.decode(), header_hash(header).hex(), header.state_root.hex()
+    )
+
+
+def _pick_key(
+    seed: bytes | None, label: str, expected: bytes, role: str
+) -> tuple[SigningKey, bytes]:
+    if seed is None:
+        key = SigningKey.from_label(label)
+        if key.public_key != expected:
+            raise NodeError(f"the genesis {role} key is not a devnet key: give its seed")
+        from node.core.crypto import domain, tagged_hash
+
+        return key, tagged_hash(domain("devkey"), label.encode())
+    key = SigningKey(seed)
+    if key.public_key != expected:
+        raise NodeError(f"the {role} seed does not match the genesis {role} key")
+    return key, seed
+
+
+def load_key(home: pathlib.Path, name: str, env_var: str) -> SigningKey | None:
+    text = os.environ.get(env_var)
+    path = home / name
+    if text is None and path.exists():
+        text = path.read_text()
+    if text is None:
+        return None
+    try:
+        return SigningKey(bytes.fromhex(text.strip()))
+    except ValueError:
+        raise NodeError(f"{env_var or path}: not a 32-byte hex seed") from None
+
+
+def load_genesis(home: pathlib.Path) -> Genesis:
+    path = home / GENESIS_FILE
+    if not path.exists():
+        raise NodeError(f"{home} is not a node home (no {GENESIS_FILE}); run `perpchain init`")
+    return parse_genesis(json.loads(path.read_text()))
+
+
+def reconcile(store: VersionedStore, genesis: Genesis) -> BlockHeader:
+    """Startup: the head block must exist, be signed by the genesis producer, and carry the
+    store's root (recomputed from the flat state by `verify`). Refuses otherwise."""
+    if store.height < 0:
+        raise NodeError("the store has no blocks; run `perpchain init`")
+    store.verify()
+    block = blocks_db.get_block(store, store.height)
+    if block is None:
+        raise NodeError(f"no block record at head height {store.height}")
+    header = block.header
+    if header.chain_id != genesis.chain_id:
+        raise NodeError(
+            f"head block of chain {header.chain_id!r}, genesis says {genesis.chain_id!r}"
+        )
+    if not verify_header_signature(header, genesis.producer_key):
+        raise NodeError(f"head block {header.height} is not signed by the genesis producer")
+    if header.state_root != store.root():
+        raise NodeError(
+            f"invalid state root at height {header.height}: header {header.state_root.hex()}, "
+            f"store {store.root().hex()}; refusing to produce (see `perpchain verify`)"
+        )
+    return header
+
+
+class WriterCommands:
+    """Admin commands, run on the trio thread between blocks by the producer's owner."""
+
+    def __init__(self, producer: Producer, operator: SigningKey | None, genesis: Genesis) -> None:
+        self.producer = producer
+        self.operator = operator
+        self.genesis = genesis
+        self._next_nonce = 0
+
+    def halt(self, reason: str) -> None:
+        self.producer.halt(reason)
+
+    def resume(self) -> None:
+        self.producer.resume()
+
+    def set_market_mode(self, market_id: int, mode: MarketMode) -> str:
+        if self.operator is None:
+            from node.rpc.jsonrpc import ErrorCode, RpcError
+
+            raise RpcError(ErrorCode.UNAUTHORIZED, "this node holds no operator key")
+        committed = get_nonces(Overlay(self.producer.store), self.operator.public_key).base_nonce
+        self._next_nonce = max(self._next_nonce, committed)  # several commands in one block
+        tx = sign_tx(
+            SetMarketMode(nonce=self._next_nonce, market_id=market_id, mode=mode),
+            self.operator,
+            self.genesis.chain_id,
+        )
+        self._next_nonce += 1
+        self.producer.mempool.push_front(tx)
+        return tx.tx_hash.hex()
+
+
+async def run_node(
+    config: NodeConfig,
+    *,
+    clock: Clock | None = None,
+    task_status: trio.TaskStatus[BoundListeners] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Open, reconcile, produce and serve until cancelled; the store is closed on the way out."""
+    home = config.home
+    genesis = load_genesis(home)
+    producer_key = load_key(home, PRODUCER_KEY_FILE, "PERPCHAIN_PRODUCER_KEY")
+    if producer_key is None or producer_key.public_key != genesis.producer_key:
+        raise NodeError("no producer key matching the genesis producer (producer.key)")
+    operator = load_key(home, OPERATOR_KEY_FILE, "PERPCHAIN_OPERATOR_KEY")
+    store = VersionedStore.open(home / DATA_DIR)
+    try:
+        head = reconcile(store, genesis)
+        log_event(logger, "node.reconciled", height=head.height, root=short_hex(head.state_root))
+        status = ChainStatus(head=head)
+        metrics = Metrics()
+        broadcaster = Broadcaster()
+        mempool = Mempool(genesis.chain_id, config.mempool, store, genesis.params.nonce_window)
+        producer = Producer(
+            store,
+            producer_key,
+            mempool,
+            clock or SystemClock(),
+            interval_ms=config.block_interval_ms,
+            status=status,
+            broadcaster=broadcaster,
+            metrics=metrics,
+        )
+        commands = WriterCommands(producer, operator, genesis)
+        public, admin = build_tables(NodeContext(store, genesis, status, mempool, commands))
+
+        def health() -> HealthReport:
+            fields = {"height": str(store.height), "mode": status.mode}
+            if status.mode == "halted":
+                return HealthReport(ok=False, reason=status.halt_reason, fields=fields)
+            return HealthReport(ok=True, fields=fields)
+
+        async with trio.open_nursery() as nursery:
+            bound = await nursery.start(
+                lambda task_status: serve_node_listeners(
+                    config,
+                    public=public,
+                    admin=admin,
+                    broadcaster=broadcaster,
+                    health=health,
+                    metrics=metrics,
+                    task_status=task_status,
+                )
+            )
+            nursery.start_soon(producer.run)
+            task_status.started(bound)
+    finally:
+        store.close()
+        log_event(logger, "node.stopped", home=home)

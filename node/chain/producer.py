@@ -1,0 +1,236 @@
+"""The block producer: the ONE writer of the store (DESIGN.md decision 2). Imports node.core,
+node.store, node.chain.{broadcast,clock,mempool,metrics}, node.log.
+
+Every `block_interval_ms` it takes txs from the mempool, runs the pure `apply_block` on the head
+state (invariants included), stages the new root, signs the header over it, and commits state,
+block, receipts and indexes in one synced batch. An InvariantViolation commits nothing: the node
+enters HALTED with the reason and keeps serving reads. Operator commands arrive as calls made on
+the trio thread between blocks, never concurrently with a block.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from node.chain.broadcast import Broadcaster, account_topic
+from node.chain.clock import Clock
+from node.chain.mempool import Mempool
+from node.chain.metrics import Metrics
+from node.core.blocks import (
+    MAX_BLOCK_TXS,
+    Block,
+    BlockEnv,
+    BlockHeader,
+    BlockReceipts,
+    header_hash,
+    sign_header,
+    tx_root,
+)
+from node.core.crypto import SigningKey
+from node.core.errors import InvariantViolation
+from node.core.records import Event, EventKind
+from node.core.transition import apply_block
+from node.log import log_event, short_hex
+from node.store import VersionedStore, blocks_db
+
+logger = logging.getLogger("perpchain.producer")
+
+NEW_HEADS = "new_heads"
+
+
+@dataclass
+class ChainStatus:
+    """What node_status and /health report; owned by the producer."""
+
+    mode: str = "starting"  # producing | halted | maintenance | following | starting
+    halt_reason: str = ""
+    head: BlockHeader | None = None
+    committed_txs: int = 0
+    started_ms: int = field(default_factory=lambda: time.time_ns() // 1_000_000)
+
+
+def header_json(header: BlockHeader) -> dict[str, Any]:
+    return {
+        "chain_id": header.chain_id.decode(),
+        "height": str(header.height),
+        "parent_hash": header.parent_hash.hex(),
+        "time_ms": str(header.time_ms),
+        "tx_root": header.tx_root.hex(),
+        "state_root": header.state_root.hex(),
+        "producer": header.producer.hex(),
+        "signature": header.signature.hex(),
+        "hash": header_hash(header).hex(),
+    }
+
+
+def event_json(item: Event) -> dict[str, Any]:
+    return {
+        "kind": item.kind.name.lower(),
+        "market_id": str(item.market_id),
+        "account": item.account.hex(),
+        "counterparty": item.counterparty.hex(),
+        "order_id": str(item.order_id),
+        "ref": str(item.ref),
+        "size_atoms": str(item.size_atoms),
+        "price_quote": str(item.price_quote),
+        "amount_quote": str(item.amount_quote),
+        "extra": str(item.extra),
+    }
+
+
+def commit_block(
+    store: VersionedStore,
+    key: SigningKey,
+    parent: BlockHeader | None,
+    env: BlockEnv,
+    writes: Any,
+    txs: list[bytes],
+    receipts: BlockReceipts,
+) -> BlockHeader:
+    """Stage the state, sign the header over the new root, commit everything in one batch."""
+    staged = store.stage(
+        dict(writes), index=blocks_db.tx_index(env.height, [r.tx_hash for r in receipts.receipts])
+    )
+    header = sign_header(
+        BlockHeader(
+            chain_id=env.chain_id,
+            height=env.height,
+            parent_hash=b"\x00" * 32 if parent is None else header_hash(parent),
+            time_ms=env.time_ms,
+            tx_root=tx_root(txs),
+            state_root=staged.root,
+            producer=key.public_key,
+            signature=b"",
+        ),
+        key,
+    )
+    block = Block(header=header, txs=tuple(txs))
+    store.commit_staged(
+        staged,
+        records=blocks_db.block_records(block, receipts),
+        index=blocks_db.hash_index(block),
+    )
+    return header
+
+
+class Producer:
+    def __init__(
+        self,
+        store: VersionedStore,
+        key: SigningKey,
+        mempool: Mempool,
+        clock: Clock,
+        *,
+        interval_ms: int,
+        status: ChainStatus,
+        broadcaster: Broadcaster | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.store = store
+        self.key = key
+        self.mempool = mempool
+        self.clock = clock
+        self.interval_ms = interval_ms
+        self.status = status
+        self.broadcaster = broadcaster
+        self.metrics = metrics
+        self.blocks_committed = trio.Condition()
+
+    def halt(self, reason: str) -> None:
+        self.status.mode = "halted"
+        self.status.halt_reason = reason
+        if self.metrics:
+            self.metrics.set_mode("halted")
+        log_event(logger, "node.halted", level=logging.CRITICAL, reason=reason)
+
+    def resume(self) -> None:
+        if self.status.mode == "halted":
+            self.status.mode = "producing"
+            self.status.halt_reason = ""
+            if self.metrics:
+                self.metrics.set_mode("producing")
+            log_event(logger, "node.resumed", height=self.store.height)
+
+    def produce_one(self) -> BlockHeader | None:
+        """Build, check and commit one block; None (and HALTED) on an invariant violation."""
+        head = self.status.head
+        assert head is not None
+        txs = self.mempool.take(MAX_BLOCK_TXS)
+        env = BlockEnv(
+            chain_id=head.chain_id,
+            height=head.height + 1,
+            time_ms=max(self.clock.now_ms(), head.time_ms + 1),
+        )
+        started = time.perf_counter()
+        try:
+            # Signatures were verified at admission; followers re-verify on re-execution.
+            result = apply_block(self.store, env, txs, verify_signatures=False)
+        except InvariantViolation as violation:
+            if self.metrics:
+                self.metrics.invariant_failures.inc()
+            self.halt(f"invariant violated at height {env.height}: {violation}")
+            return None
+        applied = time.perf_counter()
+        raw = [tx.raw for tx in txs]
+        receipts = BlockReceipts(receipts=result.receipts, block_events=result.events)
+        header = commit_block(self.store, self.key, head, env, result.writes, raw, receipts)
+        done = time.perf_counter()
+        self.status.head = header
+        self.status.committed_txs += len(txs)
+        if self.metrics:
+            self.metrics.observe_block(
+                height=header.height,
+                txs=len(txs),
+                interval_ms=header.time_ms - head.time_ms,
+                apply_ms=(applied - started) * 1000,
+                commit_ms=(done - applied) * 1000,
+            )
+            self.metrics.mempool_size.set(len(self.mempool))
+        log_event(
+            logger,
+            "block.committed",
+            level=logging.INFO if txs else logging.DEBUG,
+            height=header.height,
+            txs=len(txs),
+            root=short_hex(header.state_root),
+            apply_ms=round((applied - started) * 1000, 1),
+            commit_ms=round((done - applied) * 1000, 1),
+        )
+        self._publish(header, result.receipts, result.events)
+        return header
+
+    def _publish(self, header: BlockHeader, receipts: Any, events: tuple[Event, ...]) -> None:
+        if self.broadcaster is None:
+            return
+        self.broadcaster.publish(NEW_HEADS, header_json(header))
+        for item in [e for r in receipts for e in r.events] + list(events):
+            if item.kind in (EventKind.FILL, EventKind.LIQUIDATION):
+                for who in {item.account, item.counterparty} - {b""}:
+                    topic = account_topic(who.hex())
+                    if self.broadcaster.has_subscribers(topic):
+                        self.broadcaster.publish(
+                            topic, event_json(item) | {"height": str(header.height)}
+                        )
+
+    async def run(self) -> None:
+        """Produce a block every interval while producing; sleep while halted."""
+        if self.status.mode == "starting":
+            self.status.mode = "producing"
+            if self.metrics:
+                self.metrics.set_mode("producing")
+        while True:
+            head = self.status.head
+            assert head is not None
+            await self.clock.sleep_until_ms(head.time_ms + self.interval_ms)
+            if self.status.mode != "producing":
+                await trio.sleep(self.interval_ms / 1000)
+                continue
+            self.produce_one()
+            async with self.blocks_committed:
+                self.blocks_committed.notify_all()
+            await trio.lowlevel.checkpoint()

@@ -1,0 +1,1 @@
+"""The `perpchain` command line: node lifecycle, keys, transactions and queries."""

@@ -1,0 +1,258 @@
+"""`perpchain`: init | start | status | keys | tx | query. Expected errors print one line and
+exit non-zero (2 usage, 1 failure); tracebacks are for bugs only."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import signal
+import sys
+import time
+from typing import Any
+
+from node.client import RpcCallError, RpcClient, RpcUnavailable
+from node.core.crypto import SigningKey
+from node.core.records import OrderKind, Side, TimeInForce
+from node.core.txs import CancelAll, CancelOrder, Deposit, PlaceOrder, Withdraw, sign_tx
+
+DEFAULT_RPC = "http://127.0.0.1:9545"
+
+
+class CliError(Exception):
+    pass
+
+
+def _key(text: str) -> SigningKey:
+    """`devnet/trader/0` (a label), or a 64-hex-digit seed, or @FILE holding the seed."""
+    if text.startswith("@"):
+        text = pathlib.Path(text[1:]).read_text().strip()
+    if len(text) == 64:
+        try:
+            return SigningKey(bytes.fromhex(text))
+        except ValueError:
+            pass
+    return SigningKey.from_label(text)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from node.app import init_home
+
+    doc = json.loads(pathlib.Path(args.genesis).read_text())
+    result = init_home(pathlib.Path(args.home), doc, overwrite=args.force)
+    print(f"initialised {result.home} for chain {result.chain_id}")
+    print(f"genesis block {result.genesis_hash}, state root {result.state_root}")
+    return 0
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    import trio
+
+    from node.app import run_node
+    from node.config import NodeConfig
+    from node.log import setup_logging
+
+    overrides: dict[str, Any] = {}
+    if args.rpc_listen:
+        overrides["rpc.listen"] = args.rpc_listen
+    if args.metrics_listen:
+        overrides["metrics.listen"] = args.metrics_listen
+    if args.admin_listen:
+        overrides["admin.listen"] = args.admin_listen
+        overrides["admin.enabled"] = True
+    if args.block_interval_ms:
+        overrides["block_interval_ms"] = args.block_interval_ms
+    config = NodeConfig.load(args.home, overrides=overrides)
+    setup_logging(config.log.level, config.log.format)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                nursery.start_soon(run_node, config)
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    break
+
+    trio.run(main)
+    return 0
+
+
+def _client(args: argparse.Namespace) -> RpcClient:
+    return RpcClient(args.rpc)
+
+
+def _print(value: Any) -> None:
+    print(json.dumps(value, indent=2))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    _print(_client(args).call("node_status"))
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    if args.action == "new":
+        import os
+
+        seed = os.urandom(32)
+        key = SigningKey(seed)
+        print(json.dumps({"address": key.public_key.hex(), "seed": seed.hex()}))
+        return 0
+    labels = ["devnet/producer", "devnet/oracle", "devnet/bridge", "devnet/operator"]
+    labels += [f"devnet/trader/{i}" for i in range(args.traders)]
+    for label in labels:
+        print(f"{label:22} {SigningKey.from_label(label).public_key.hex()}")
+    return 0
+
+
+def _next_nonce(client: RpcClient, key: SigningKey) -> int:
+    return int(client.call("perp_getNonce", address=key.public_key.hex())["next_nonce"])
+
+
+def _submit(args: argparse.Namespace, body: Any, key: SigningKey) -> int:
+    client = _client(args)
+    status = client.call("node_status")
+    tx = sign_tx(body, key, status["chain_id"].encode())
+    tx_hash = client.call("tx_submit", tx=tx.raw.hex())["tx_hash"]
+    deadline = time.monotonic() + args.wait
+    while time.monotonic() < deadline:
+        result = client.call("tx_status", tx_hash=tx_hash)
+        if result["status"] in ("committed", "rejected"):
+            _print(result)
+            return 0 if result["status"] == "committed" else 1
+        time.sleep(0.1)
+    print(f"submitted {tx_hash}; not committed within {args.wait} s")
+    return 1
+
+
+def cmd_tx(args: argparse.Namespace) -> int:
+    key = _key(args.key)
+    nonce = _next_nonce(_client(args), key)
+    if args.kind == "deposit":
+        body: Any = Deposit(
+            nonce=nonce,
+            account=bytes.fromhex(args.account),
+            amount_quote=args.amount,
+            deposit_id=args.deposit_id,
+        )
+    elif args.kind == "withdraw":
+        body = Withdraw(nonce=nonce, amount_quote=args.amount)
+    elif args.kind == "order":
+        body = PlaceOrder(
+            nonce=nonce,
+            market_id=args.market,
+            side=Side[args.side.upper()],
+            kind=OrderKind[args.type.upper()],
+            tif=TimeInForce[args.tif.upper()],
+            price_quote=args.price,
+            size_atoms=args.size,
+            reduce_only=int(args.reduce_only),
+            trigger_price_quote=args.trigger,
+            client_id=args.client_id or time.time_ns() % (1 << 62),
+        )
+    elif args.kind == "cancel":
+        if args.all:
+            body = CancelAll(nonce=nonce, market_id=args.market or 0)
+        else:
+            body = CancelOrder(nonce=nonce, order_id=args.order_id, client_id=args.client_id)
+    else:
+        raise CliError(f"unknown tx kind {args.kind}")
+    return _submit(args, body, key)
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.what == "account":
+        address = args.arg if len(args.arg) == 64 else _key(args.arg).public_key.hex()
+        _print(client.call("perp_getAccount", address=address))
+    elif args.what == "market":
+        _print(client.call("perp_getMarket", market=args.arg))
+    elif args.what == "markets":
+        _print(client.call("perp_getMarkets"))
+    elif args.what == "book":
+        _print(client.call("perp_getOrderBook", market=args.arg, depth=str(args.depth)))
+    elif args.what == "block":
+        _print(client.call("chain_getBlock", height=args.arg, full_txs=True))
+    elif args.what == "proof":
+        _print(client.call("chain_getProof", key=args.arg))
+    elif args.what == "receipt":
+        _print(client.call("chain_getReceipt", tx_hash=args.arg))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="perpchain", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("init", help="create a node home from a genesis file")
+    p.add_argument("--genesis", required=True)
+    p.add_argument("--home", required=True)
+    p.add_argument("--force", action="store_true", help="reuse an existing home directory")
+    p.set_defaults(func=cmd_init)
+    p = sub.add_parser("start", help="run the node (SIGINT/SIGTERM stop it cleanly)")
+    p.add_argument("--home", required=True)
+    p.add_argument("--rpc-listen")
+    p.add_argument("--metrics-listen")
+    p.add_argument("--admin-listen")
+    p.add_argument("--block-interval-ms", type=int)
+    p.set_defaults(func=cmd_start)
+    for name, func in (("status", cmd_status),):
+        p = sub.add_parser(name, help="the node's status")
+        p.add_argument("--rpc", default=DEFAULT_RPC)
+        p.set_defaults(func=func)
+    p = sub.add_parser("keys", help="new key, or list the deterministic devnet keys")
+    p.add_argument("action", choices=["new", "list"])
+    p.add_argument("--traders", type=int, default=16)
+    p.set_defaults(func=cmd_keys)
+    p = sub.add_parser("tx", help="build, sign, submit a tx and wait for its receipt")
+    p.add_argument("kind", choices=["deposit", "withdraw", "order", "cancel"])
+    p.add_argument("--key", required=True, help="devnet label, hex seed, or @FILE")
+    p.add_argument("--rpc", default=DEFAULT_RPC)
+    p.add_argument("--wait", type=float, default=10.0)
+    p.add_argument("--account", default="")
+    p.add_argument("--amount", type=int, default=0, help="quote atoms")
+    p.add_argument("--deposit-id", type=int, default=0)
+    p.add_argument("--market", type=int, default=1)
+    p.add_argument("--side", choices=["buy", "sell"], default="buy")
+    p.add_argument(
+        "--type", choices=["limit", "market", "stop_loss", "take_profit"], default="limit"
+    )
+    p.add_argument("--tif", choices=["gtc", "ioc", "post_only"], default="gtc")
+    p.add_argument("--price", type=int, default=0, help="quote atoms per base unit")
+    p.add_argument("--size", type=int, default=0, help="size atoms")
+    p.add_argument("--trigger", type=int, default=0)
+    p.add_argument("--reduce-only", action="store_true")
+    p.add_argument("--client-id", type=int, default=0)
+    p.add_argument("--order-id", type=int, default=0)
+    p.add_argument("--all", action="store_true", help="cancel: every open order")
+    p.set_defaults(func=cmd_tx)
+    p = sub.add_parser("query", help="read chain state through the RPC")
+    p.add_argument(
+        "what", choices=["account", "market", "markets", "book", "block", "proof", "receipt"]
+    )
+    p.add_argument("arg", nargs="?", default="")
+    p.add_argument("--depth", type=int, default=10)
+    p.add_argument("--rpc", default=DEFAULT_RPC)
+    p.set_defaults(func=cmd_query)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except RpcUnavailable as error:
+        print(f"perpchain: {error} (is the node running? --rpc)", file=sys.stderr)
+    except RpcCallError as error:
+        print(
+            f"perpchain: RPC error {error.code}: {error.message} {error.data or ''}",
+            file=sys.stderr,
+        )
+    except (CliError, ValueError, OSError) as error:
+        print(f"perpchain: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

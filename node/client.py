@@ -1,0 +1,48 @@
+"""A small JSON-RPC 2.0 client over HTTP (stdlib only): for the CLI, bots and tests."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+
+class RpcCallError(Exception):
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message, self.data = code, message, data
+
+
+class RpcUnavailable(Exception):
+    """The node cannot be reached."""
+
+
+class RpcClient:
+    def __init__(self, url: str = "http://127.0.0.1:9545", *, timeout_s: float = 10.0) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self._ids = itertools.count(1)
+
+    def call(self, method: str, **params: Any) -> Any:
+        body = json.dumps(
+            {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
+        ).encode()
+        request = urllib.request.Request(
+            self.url, data=body, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                reply = json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            try:
+                reply = json.loads(error.read())
+            except ValueError:
+                raise RpcUnavailable(f"{self.url}: HTTP {error.code}") from None
+        except (urllib.error.URLError, OSError) as error:
+            raise RpcUnavailable(f"cannot reach {self.url}: {error}") from None
+        if "error" in reply:
+            err = reply["error"]
+            raise RpcCallError(err.get("code", 0), err.get("message", ""), err.get("data"))
+        return reply["result"]

@@ -1,0 +1,239 @@
+"""The local devnet: a fresh home from genesis/devnet.json, the sequencer as a child process, an
+oracle feeder (random-walk prices) and trading bots (market makers quoting around the oracle,
+takers crossing, some of them leveraged so funding and liquidations happen), and a live one-line
+status. Ctrl-C stops everything cleanly. Keys are the deterministic devnet labels.
+
+    ./scripts/devnet [--home .devnet] [--block-time-ms 250] [--duration S] [--rpc-port 9545]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from node.client import RpcCallError, RpcClient, RpcUnavailable
+from node.core.crypto import SigningKey
+from node.core.records import OrderKind, Side, TimeInForce
+from node.core.txs import OracleUpdate, PlaceOrder, PricePoint, sign_tx
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+MARKER = ".perpchain-devnet"
+
+
+class Bots:
+    """Oracle feeder plus makers and takers, driven from one loop (no threads to stop)."""
+
+    def __init__(self, client: RpcClient, genesis: dict[str, Any], traders: int, seed: int) -> None:
+        self.client = client
+        self.chain_id = genesis["chain_id"].encode()
+        self.rng = random.Random(seed)
+        self.oracle = SigningKey.from_label("devnet/oracle")
+        self.traders = [SigningKey.from_label(f"devnet/trader/{i}") for i in range(traders)]
+        self.markets = {
+            int(m["id"]): {
+                "price": int(m["oracle_price_quote"]),
+                "tick": int(m["tick_quote"]),
+                "step": int(m["step_atoms"]),
+            }
+            for m in genesis["markets"]
+        }
+        self.nonces: dict[bytes, int] = {}
+        self.client_id = int(time.time() * 1000)
+        self.submitted = 0
+        self.refused = 0
+
+    def _nonce(self, key: SigningKey) -> int:
+        if key.public_key not in self.nonces:
+            reply = self.client.call("perp_getNonce", address=key.public_key.hex())
+            self.nonces[key.public_key] = int(reply["next_nonce"])
+        nonce = self.nonces[key.public_key]
+        self.nonces[key.public_key] = nonce + 1
+        return nonce
+
+    def _send(self, body: Any, key: SigningKey) -> None:
+        try:
+            self.client.call("tx_submit", tx=sign_tx(body, key, self.chain_id).raw.hex())
+            self.submitted += 1
+        except RpcCallError:
+            self.refused += 1
+            self.nonces.pop(key.public_key, None)  # resync the nonce next time
+
+    def feed_oracle(self) -> None:
+        for market in self.markets.values():
+            move = self.rng.randint(-3_000, 3_000)  # up to 0.3% a tick
+            price = market["price"] * (1_000_000 + move) // 1_000_000
+            market["price"] = max(market["tick"], price // market["tick"] * market["tick"])
+        points = tuple(
+            PricePoint(market_id=m, price_quote=v["price"]) for m, v in sorted(self.markets.items())
+        )
+        body = OracleUpdate(
+            nonce=self._nonce(self.oracle), time_ms=time.time_ns() // 1_000_000 - 50, prices=points
+        )
+        self._send(body, self.oracle)
+
+    def trade(self, orders: int) -> None:
+        makers = self.traders[: max(1, len(self.traders) // 4)]
+        for _ in range(orders):
+            market_id = self.rng.choice(sorted(self.markets))
+            market = self.markets[market_id]
+            tick, step = market["tick"], market["step"]
+            side = self.rng.choice([Side.BUY, Side.SELL])
+            self.client_id += 1
+            if self.rng.random() < 0.6:  # a maker quote within 0.2% of the oracle
+                key = self.rng.choice(makers)
+                offset = market["price"] * self.rng.randint(1, 2000) // 1_000_000
+                price = market["price"] - offset if side == Side.BUY else market["price"] + offset
+                kind, tif = OrderKind.LIMIT, TimeInForce.GTC
+                size = self.rng.randint(1, 50) * step
+            else:  # a taker; some trade big (leverage) so funding and liquidations happen
+                key = self.rng.choice(self.traders[len(makers) :] or self.traders)
+                price, kind, tif = 0, OrderKind.MARKET, TimeInForce.IOC
+                size = self.rng.randint(1, 200 if self.rng.random() < 0.9 else 5000) * step
+            body = PlaceOrder(
+                nonce=self._nonce(key),
+                market_id=market_id,
+                side=side,
+                kind=kind,
+                tif=tif,
+                price_quote=max(0, price // tick * tick),
+                size_atoms=size,
+                reduce_only=0,
+                trigger_price_quote=0,
+                client_id=self.client_id,
+            )
+            self._send(body, key)
+
+
+def _wait_for_node(client: RpcClient, node: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if node.poll() is not None:
+            raise SystemExit(f"the node exited with code {node.returncode}; see its log above")
+        try:
+            client.call("node_status")
+            return
+        except RpcUnavailable:
+            time.sleep(0.1)
+    raise SystemExit("the node did not answer within the timeout")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/devnet", description=__doc__.split("\n")[0])
+    parser.add_argument("--home", default=str(ROOT / ".devnet"), help="node home (recreated)")
+    parser.add_argument("--genesis", default=str(ROOT / "genesis" / "devnet.json"))
+    parser.add_argument("--block-time-ms", type=int, default=250)
+    parser.add_argument("--duration", type=float, default=0, help="seconds; 0 = until Ctrl-C")
+    parser.add_argument("--rpc-port", type=int, default=9545)
+    parser.add_argument("--metrics-port", type=int, default=9560)
+    parser.add_argument("--accounts", type=int, default=16, help="dev traders the bots use")
+    parser.add_argument("--orders-per-second", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-bots", action="store_true")
+    args = parser.parse_args(argv)
+
+    home = pathlib.Path(args.home)
+    if home.exists():
+        if not (home / MARKER).exists():
+            raise SystemExit(f"{home} exists and is not a devnet home; pick another --home")
+        shutil.rmtree(home)
+    genesis = json.loads(pathlib.Path(args.genesis).read_text())
+    from node.app import init_home
+
+    print(f"devnet: initialising {home} from {args.genesis}", flush=True)
+    init_home(home, genesis)
+    (home / MARKER).write_text("created by scripts/devnet; deleted on the next start\n")
+    rpc_url = f"http://127.0.0.1:{args.rpc_port}"
+    node = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "node.cli.main",
+            "start",
+            "--home",
+            str(home),
+            "--rpc-listen",
+            f"127.0.0.1:{args.rpc_port}",
+            "--metrics-listen",
+            f"127.0.0.1:{args.metrics_port}",
+            "--block-interval-ms",
+            str(args.block_time_ms),
+        ],
+        cwd=ROOT,
+        stdout=open(home / "node.log", "ab"),  # noqa: SIM115 - the child owns it
+        stderr=subprocess.STDOUT,
+    )
+    client = RpcClient(rpc_url, timeout_s=5)
+    stop = False
+
+    def on_signal(signum: int, frame: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        print("devnet: starting the sequencer ...", flush=True)
+        _wait_for_node(client, node, 60)
+        print(f"devnet: RPC {rpc_url}  (WebSocket {rpc_url.replace('http', 'ws')}/ws)")
+        print(
+            f"devnet: metrics http://127.0.0.1:{args.metrics_port}/metrics; log {home / 'node.log'}"
+        )
+        print("devnet: funded dev keys (SigningKey.from_label; `perpchain keys list`):")
+        for i in range(min(args.accounts, len(genesis["accounts"]))):
+            print(f"  devnet/trader/{i:<3} {genesis['accounts'][i]['address']}")
+        bots = Bots(client, genesis, min(args.accounts, len(genesis["accounts"])), args.seed)
+        started = time.monotonic()
+        last_status = 0.0
+        last_txs = 0
+        while not stop and (args.duration <= 0 or time.monotonic() - started < args.duration):
+            if node.poll() is not None:
+                print(f"\ndevnet: the node exited with code {node.returncode}")
+                return 1
+            tick = time.monotonic()
+            if not args.no_bots:
+                try:
+                    bots.feed_oracle()
+                    bots.trade(args.orders_per_second)
+                except RpcUnavailable:
+                    pass
+            if tick - last_status >= 1.0:
+                try:
+                    status = client.call("node_status")
+                    markets = client.call("perp_getMarkets")
+                except (RpcUnavailable, RpcCallError):
+                    continue
+                committed = int(status["committed_txs"])
+                rate = (committed - last_txs) / max(tick - last_status, 1e-3) if last_status else 0
+                last_txs, last_status = committed, tick
+                oi = " ".join(
+                    f"{m['market'].split('-')[0]}={int(m['open_interest']) / 1e8:g}"
+                    for m in markets
+                )
+                line = (
+                    f"height {status['height']}  {rate:6.1f} tx/s  mode {status['mode']}  "
+                    f"OI {oi}  root {status['state_root'][:12]}"
+                )
+                print("\r" + line.ljust(110), end="", flush=True)
+            time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
+        print("\ndevnet: stopping", flush=True)
+        return 0
+    finally:
+        if node.poll() is None:
+            node.send_signal(signal.SIGTERM)
+            try:
+                node.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                node.kill()
+        print(f"devnet: node stopped (exit {node.returncode})", flush=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,66 @@
+"""Blocks and receipts in the store: per-height records and a tx / block-hash index, written in
+the same batch as the state (so a rollback reverts and archives them too). Imports
+node.core.{blocks,codec} and node.store.versioned.
+
+    record "block"     canonical Block (header + tx bytes)
+    record "receipts"  canonical BlockReceipts
+    index  b"t" + tx_hash     -> height:u64 + position:u32
+    index  b"h" + block_hash  -> height:u64
+"""
+
+from __future__ import annotations
+
+import struct
+
+from node.core.blocks import (
+    Block,
+    BlockReceipts,
+    decode_block,
+    decode_receipts,
+    encode_block,
+    encode_receipts,
+    header_hash,
+)
+from node.store.versioned import VersionedStore
+
+BLOCK = "block"
+RECEIPTS = "receipts"
+_TX = b"t"
+_HASH = b"h"
+_LOCATION = struct.Struct(">QI")
+_HEIGHT = struct.Struct(">Q")
+
+
+def block_records(block: Block, receipts: BlockReceipts) -> dict[str | bytes, bytes]:
+    return {BLOCK: encode_block(block), RECEIPTS: encode_receipts(receipts)}
+
+
+def tx_index(height: int, tx_hashes: list[bytes]) -> dict[bytes, bytes | None]:
+    return {_TX + h: _LOCATION.pack(height, i) for i, h in enumerate(tx_hashes)}
+
+
+def hash_index(block: Block) -> dict[bytes, bytes | None]:
+    return {_HASH + header_hash(block.header): _HEIGHT.pack(block.header.height)}
+
+
+def get_block(store: VersionedStore, height: int) -> Block | None:
+    raw = store.record(height, BLOCK) if 0 <= height <= store.height else None
+    return None if raw is None else decode_block(raw)
+
+
+def get_receipts(store: VersionedStore, height: int) -> BlockReceipts | None:
+    raw = store.record(height, RECEIPTS) if 0 <= height <= store.height else None
+    return None if raw is None else decode_receipts(raw)
+
+
+def height_of_hash(store: VersionedStore, block_hash: bytes) -> int | None:
+    raw = store.index_get(_HASH + block_hash)
+    return None if raw is None else int(_HEIGHT.unpack(raw)[0])
+
+
+def locate_tx(store: VersionedStore, tx_hash: bytes) -> tuple[int, int] | None:
+    raw = store.index_get(_TX + tx_hash)
+    if raw is None:
+        return None
+    height, position = _LOCATION.unpack(raw)
+    return int(height), int(position)
