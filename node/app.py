@@ -45,7 +45,7 @@ PRODUCER_KEY_FILE = "producer.key"
 OPERATOR_KEY_FILE = "operator.key"
 
 
-class NodeError(Exception):
+class NodeError(ValueError):
     """A node cannot start; the message says why and what to do."""
 
 

@@ -15,6 +15,7 @@ from node.client import RpcCallError, RpcClient, RpcUnavailable
 from node.core.crypto import SigningKey
 from node.core.records import OrderKind, Side, TimeInForce
 from node.core.txs import CancelAll, CancelOrder, Deposit, PlaceOrder, Withdraw, sign_tx
+from node.store.errors import StoreError
 
 DEFAULT_RPC = "http://127.0.0.1:9545"
 
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             f"perpchain: RPC error {error.code}: {error.message} {error.data or ''}",
             file=sys.stderr,
         )
-    except (CliError, ValueError, OSError) as error:
+    except (CliError, ValueError, OSError, StoreError) as error:
         print(f"perpchain: {error}", file=sys.stderr)
     except KeyboardInterrupt:
         return 130

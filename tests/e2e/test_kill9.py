@@ -1,0 +1,104 @@
+"""`kill -9` of a producing node at random moments: every restart resumes from a committed
+block, the height never goes back, and every tx acknowledged as committed is still there."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import random
+import signal
+import subprocess
+import sys
+import time
+
+from node.app import init_home
+from node.client import RpcCallError, RpcClient, RpcUnavailable
+from node.core.crypto import SigningKey
+from node.core.txs import Deposit, sign_tx
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+GENESIS = ROOT / "genesis" / "devnet.json"
+KILLS = 20
+
+
+def _start(home: pathlib.Path) -> tuple[subprocess.Popen[str], RpcClient]:
+    node = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "node.cli.main",
+            "start",
+            "--home",
+            str(home),
+            "--rpc-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--block-interval-ms",
+            "20",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert node.stdout is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = node.stdout.readline()
+        if not line:
+            raise AssertionError(f"node exited: {node.wait()}")
+        if "rpc.listening" in line:
+            address = line.split("rpc=")[1].split()[0]
+            return node, RpcClient(f"http://{address}", timeout_s=5)
+    raise AssertionError("node did not start")
+
+
+def test_kill_9_never_loses_a_committed_tx(tmp_path: pathlib.Path) -> None:
+    rng = random.Random(9)
+    home = tmp_path / "home"
+    doc = json.loads(GENESIS.read_text())
+    init_home(home, doc)
+    bridge = SigningKey.from_label("devnet/bridge")
+    account = SigningKey.from_label("devnet/trader/0").public_key
+    chain_id = doc["chain_id"].encode()
+    committed: dict[str, int] = {}  # tx hash -> height, acknowledged committed
+    last_height = 0
+    deposit_id = 0
+    for kill in range(KILLS):
+        node, client = _start(home)
+        try:
+            status = client.call("node_status")
+            height = int(status["height"])
+            assert height >= last_height, f"kill {kill}: height went back {last_height} -> {height}"
+            for tx_hash, at in committed.items():
+                receipt = client.call("tx_status", tx_hash=tx_hash)
+                assert receipt["status"] == "committed" and int(receipt["height"]) == at, kill
+            nonce = int(client.call("perp_getNonce", address=bridge.public_key.hex())["next_nonce"])
+            pending: list[str] = []
+            deadline = time.monotonic() + rng.uniform(0.2, 0.8)
+            while time.monotonic() < deadline:
+                deposit_id += 1
+                body = Deposit(nonce=nonce, account=account, amount_quote=1, deposit_id=deposit_id)
+                try:
+                    raw = sign_tx(body, bridge, chain_id).raw.hex()
+                    pending.append(client.call("tx_submit", tx=raw)["tx_hash"])
+                    nonce += 1
+                except RpcCallError:
+                    nonce = int(
+                        client.call("perp_getNonce", address=bridge.public_key.hex())["next_nonce"]
+                    )
+                for tx_hash in list(pending):
+                    receipt = client.call("tx_status", tx_hash=tx_hash)
+                    if receipt["status"] == "committed":
+                        committed[tx_hash] = int(receipt["height"])
+                        pending.remove(tx_hash)
+                last_height = max(last_height, int(client.call("node_status")["height"]))
+        except RpcUnavailable:
+            pass
+        finally:
+            node.send_signal(signal.SIGKILL)
+            node.wait(timeout=30)
+    assert len(committed) > KILLS  # the kills landed among committed work
