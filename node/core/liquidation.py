@@ -33,6 +33,7 @@ from node.core.trading import (
     apply_fill,
     holdings,
     match_order,
+    order_event,
     remove_order,
 )
 from node.core.view import (
@@ -81,24 +82,12 @@ def run_triggers(view: Overlay, params: ChainParams, time_ms: int, events: list[
                 match_order(branch, taker, params, fill_events)
             except TxRejected:
                 events.append(
-                    event(
-                        EventKind.ORDER_CANCELLED,
-                        market_id=order.market_id,
-                        account=order.account_id,
-                        order_id=order.order_id,
-                        ref=CancelReason.TRIGGER_FAILED,
-                    )
+                    order_event(EventKind.ORDER_CANCELLED, order, ref=CancelReason.TRIGGER_FAILED)
                 )
                 continue
             branch.merge_into(view)
             events.append(
-                event(
-                    EventKind.TRIGGERED,
-                    market_id=order.market_id,
-                    account=order.account_id,
-                    order_id=order.order_id,
-                    price_quote=market.oracle_price_quote,
-                )
+                order_event(EventKind.TRIGGERED, order, price_quote=market.oracle_price_quote)
             )
             events.extend(fill_events)
 

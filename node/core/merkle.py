@@ -68,6 +68,14 @@ def root_from_sorted(key_hashes: list[int], leaf_hashes: list[bytes]) -> bytes:
     return _subtree_hash(key_hashes, leaf_hashes, 0, len(key_hashes), 0)
 
 
+def subtree_root(key_hashes: list[int], leaf_hashes: list[bytes], depth: int) -> bytes:
+    """The hash of the subtree at `depth` holding these leaves (sorted, all sharing their
+    first `depth` bits): EMPTY, the lone leaf, or the node padded up to `depth`."""
+    if not key_hashes:
+        return EMPTY
+    return _subtree_hash(key_hashes, leaf_hashes, 0, len(key_hashes), depth)
+
+
 def _subtree_hash(keys: list[int], leaves: list[bytes], lo: int, hi: int, depth: int) -> bytes:
     if hi - lo == 1:
         return leaves[lo]

@@ -202,16 +202,18 @@ def remove_order(
     assert account is not None
     put_account(view, evolve(account, open_orders=account.open_orders - 1))
     if reason is not None:
-        events.append(
-            event(
-                EventKind.ORDER_CANCELLED,
-                market_id=order.market_id,
-                account=order.account_id,
-                order_id=order.order_id,
-                size_atoms=order.size_atoms,
-                ref=reason,
-            )
-        )
+        events.append(order_event(EventKind.ORDER_CANCELLED, order, ref=reason))
+
+
+def order_event(kind: EventKind, order: Order, **fields: int | bytes) -> Event:
+    """An event about `order` (market, account, order id, remaining size preset)."""
+    base: dict[str, int | bytes] = {
+        "market_id": order.market_id,
+        "account": order.account_id,
+        "order_id": order.order_id,
+        "size_atoms": order.size_atoms,
+    }
+    return event(kind, **(base | fields))
 
 
 def best_order(view: Overlay, market_id: MarketId, side: Side) -> tuple[bytes, Order] | None:

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import msgpack
 
 from node.core import merkle
-from node.store import schema, tree
+from node.store import parallel, schema, tree
 from node.store.backend import Backend, LevelDBBackend, Op
 from node.store.errors import HeightUnavailable, StaleWriter, StoreCorrupted, StoreError
 
@@ -735,7 +735,7 @@ class VersionedStore:
     def verify(self) -> None:
         """Recompute the head root from the flat state; StoreCorrupted on any mismatch."""
         self._check_open()
-        computed = merkle.root_from_sorted(*merkle.sorted_leaves(self._iter_flat(b"")))
+        computed = parallel.state_root(list(self._iter_flat(b"")))
         recorded = self._db.get(schema.root_key(self._height)) if self._height >= 0 else None
         for what, root in (
             ("head root in memory", self._root),
