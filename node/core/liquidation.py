@@ -13,7 +13,8 @@ from __future__ import annotations
 from node.core import keys
 from node.core.errors import TxRejected
 from node.core.fixed import SIZE_SCALE, div_floor, mul_ppm
-from node.core.margin import equity_quote, maintenance_margin_quote
+from node.core.funding import funding_payment_quote
+from node.core.margin import position_value_quote, requirement_quote
 from node.core.records import (
     AccountId,
     CancelReason,
@@ -92,30 +93,38 @@ def run_triggers(view: Overlay, params: ChainParams, time_ms: int, events: list[
             events.extend(fill_events)
 
 
-def _accounts_with_positions(view: Overlay) -> list[AccountId]:
-    seen: list[AccountId] = []
-    for position in iter_all_positions(view):
-        if not seen or seen[-1] != position.account_id:
-            seen.append(position.account_id)
-    return seen
-
-
 def run_liquidations(view: Overlay, params: ChainParams, time_ms: int, events: list[Event]) -> int:
-    """Liquidate every account below maintenance margin; returns how many."""
-    count = 0
-    for account_id in _accounts_with_positions(view):
-        if account_id == params.liquidator:
-            continue
-        held = holdings(view, account_id)
-        if not all(market_live(market, params, time_ms) for _, market in held):
-            continue
-        account = get_account(view, account_id)
+    """Liquidate every account below maintenance margin; returns how many.
+
+    One ordered pass over all positions (grouped by account, key order), markets read once:
+    this scan runs every block over every open position."""
+    markets = {market.market_id: market for market in iter_markets(view)}
+    live = {market_id: market_live(m, params, time_ms) for market_id, m in markets.items()}
+    due: list[AccountId] = []
+    current: AccountId | None = None
+    value = requirement = 0
+    skip = False
+
+    def close_group() -> None:
+        if current is None or skip or current == params.liquidator:
+            return
+        account = get_account(view, current)
         assert account is not None
-        if equity_quote(account, held) >= maintenance_margin_quote(held):
-            continue
+        if account.collateral_quote + value < requirement:
+            due.append(current)
+
+    for position in iter_all_positions(view):
+        if position.account_id != current:
+            close_group()
+            current, value, requirement, skip = position.account_id, 0, 0, False
+        market = markets[position.market_id]
+        skip = skip or not live[position.market_id]
+        value += position_value_quote(position, market) + funding_payment_quote(position, market)
+        requirement += requirement_quote(position.size_atoms, market, market.maintenance_margin_ppm)
+    close_group()
+    for account_id in due:
         liquidate(view, account_id, params, events)
-        count += 1
-    return count
+    return len(due)
 
 
 def liquidate(

@@ -137,7 +137,7 @@ class Overlay:
         raw = root._base.get(key)
         if cls is bytes:  # raw reads are not cached: the same key may later be read decoded
             return raw  # type: ignore[return-value]
-        decoded = None if raw is None else codec.decode(raw, cls)
+        decoded = None if raw is None else codec.decode_state(raw, cls)
         root._cache[key] = decoded
         return decoded
 
@@ -185,7 +185,7 @@ class Overlay:
                     continue
                 cached = cache.get(key, _MISSING)
                 if cached is _MISSING or cached is None:
-                    cached = cache[key] = codec.decode(raw, cls)
+                    cached = cache[key] = codec.decode_state(raw, cls)
                 yield key, cached
             return
         pending = streams[0] if len(streams) == 1 else _dedupe(heapq.merge(*streams))
@@ -205,7 +205,7 @@ class Overlay:
                 continue
             cached = cache.get(key, _MISSING)
             if cached is _MISSING or cached is None:
-                cached = cache[key] = codec.decode(raw, cls)
+                cached = cache[key] = codec.decode_state(raw, cls)
             yield key, cached
         while head is not None:
             if head[2] is not None:
