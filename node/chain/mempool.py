@@ -37,16 +37,25 @@ class Mempool:
     def __contains__(self, tx_hash: object) -> bool:
         return tx_hash in self._txs
 
-    def add(self, raw: bytes) -> SignedTx:
+    def check(self, raw: bytes) -> SignedTx:
+        """The stateless part of admission (size, decoding, signature): pure, so the RPC runs
+        it in a worker thread and the event loop keeps serving reads meanwhile."""
         if len(raw) > self._settings.max_tx_bytes:
             raise TxRejected(Reject.MALFORMED, f"{len(raw)} bytes > {self._settings.max_tx_bytes}")
         try:
             tx = decode_tx(raw)
         except NotCanonical as error:
             raise TxRejected(Reject.MALFORMED, str(error)) from None
+        validate_tx(tx, self._chain_id)
+        return tx
+
+    def add(self, raw: bytes) -> SignedTx:
+        return self.admit(self.check(raw))
+
+    def admit(self, tx: SignedTx) -> SignedTx:
+        """The stateful part (on the event loop): duplicates, nonce window, caps."""
         if tx.tx_hash in self._txs:
             return tx  # a resubmission of a pending tx is idempotent
-        validate_tx(tx, self._chain_id)
         nonces = get_nonces(Overlay(self._state), tx.signer)
         if not nonces.base_nonce <= tx.nonce < nonces.base_nonce + self._window:
             raise TxRejected(

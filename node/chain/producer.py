@@ -158,9 +158,21 @@ class Producer:
 
     def produce_one(self) -> BlockHeader | None:
         """Build, check and commit one block; None (and HALTED) on an invariant violation."""
+        txs = self.mempool.take(MAX_BLOCK_TXS)
+        return self._commit(txs, *self._apply(txs))
+
+    async def produce_one_async(self) -> BlockHeader | None:
+        """As produce_one, with the pure apply_block in a worker thread, so the event loop
+        keeps answering reads (GIL slices) while a big block is computed. It only reads the
+        store; staging and the commit run back on the event loop, so the store's in-memory
+        state never changes under a reader, and the mempool is touched here only."""
+        txs = self.mempool.take(MAX_BLOCK_TXS)
+        applied = await trio.to_thread.run_sync(self._apply, txs)
+        return self._commit(txs, *applied)
+
+    def _apply(self, txs: list[Any]) -> tuple[BlockEnv, Any, float, float]:
         head = self.status.head
         assert head is not None
-        txs = self.mempool.take(MAX_BLOCK_TXS)
         env = BlockEnv(
             chain_id=head.chain_id,
             height=head.height + 1,
@@ -169,13 +181,21 @@ class Producer:
         started = time.perf_counter()
         try:
             # Signatures were verified at admission; followers re-verify on re-execution.
-            result = apply_block(self.store, env, txs, verify_signatures=False)
+            result: Any = apply_block(self.store, env, txs, verify_signatures=False)
         except InvariantViolation as violation:
+            result = violation
+        return env, result, started, time.perf_counter()
+
+    def _commit(
+        self, txs: list[Any], env: BlockEnv, result: Any, started: float, applied: float
+    ) -> BlockHeader | None:
+        head = self.status.head
+        assert head is not None
+        if isinstance(result, InvariantViolation):
             if self.metrics:
                 self.metrics.invariant_failures.inc()
-            self.halt(f"invariant violated at height {env.height}: {violation}")
+            self.halt(f"invariant violated at height {env.height}: {result}")
             return None
-        applied = time.perf_counter()
         raw = [tx.raw for tx in txs]
         receipts = BlockReceipts(receipts=result.receipts, block_events=result.events)
         header = commit_block(self.store, self.key, head, env, result.writes, raw, receipts)
@@ -230,7 +250,7 @@ class Producer:
             if self.status.mode != "producing":
                 await trio.sleep(self.interval_ms / 1000)
                 continue
-            self.produce_one()
+            await self.produce_one_async()
             async with self.blocks_committed:
                 self.blocks_committed.notify_all()
             await trio.lowlevel.checkpoint()

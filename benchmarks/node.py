@@ -1,0 +1,223 @@
+"""`scripts/bench node`: signed orders committed per second end to end through the RPC, and the
+latency of `perp_getAccount` at a fixed request rate while blocks are produced.
+
+A node (subprocess, real LevelDB, 250 ms blocks) starts from the devnet genesis with extra
+funded accounts. Orders are pre-signed (client-side cost excluded) and sent as JSON-RPC batches
+of 100 `tx_submit` from 4 threads; the figure is txs committed (in blocks) per second of
+wall time from the first submission to the last commit. In parallel a thread reads one account
+at a fixed rate and records each latency. The Ed25519 verification ceiling of this machine is
+measured in the same run (admission verifies every signature).
+
+    ./scripts/bench node [--quick] [--json] [--orders N] [--read-rate R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import pathlib
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from typing import Any
+
+from node.client import RpcClient
+from node.core.crypto import SigningKey
+from node.core.records import OrderKind, Side, TimeInForce
+from node.core.txs import PlaceOrder, sign_tx, validate_tx
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+USD = 10**6
+
+
+def _post(url: str, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    request = urllib.request.Request(
+        url, data=json.dumps(batch).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def _start_node(home: pathlib.Path) -> tuple[subprocess.Popen[str], str]:
+    node = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "node.cli.main",
+            "start",
+            "--home",
+            str(home),
+            "--rpc-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PERPCHAIN_MEMPOOL_MAX_PER_ACCOUNT": "64"},
+    )
+    assert node.stdout is not None
+    for line in node.stdout:
+        if "rpc.listening" in line:
+            url = "http://" + line.split("rpc=")[1].split()[0]
+            threading.Thread(target=lambda: [None for _ in node.stdout], daemon=True).start()  # type: ignore[union-attr]
+            return node, url
+    raise SystemExit(f"node did not start: exit {node.wait()}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench node", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--orders", type=int, default=None)
+    parser.add_argument("--read-rate", type=int, default=500, help="perp_getAccount per second")
+    args = parser.parse_args(argv)
+    orders = args.orders or (2_000 if args.quick else 20_000)
+    accounts = max(16, orders // 60)  # each account stays inside its 64-wide nonce window
+
+    doc = json.loads((ROOT / "genesis" / "devnet.json").read_text())
+    keys = [SigningKey(hashlib.sha256(b"nodebench/%d" % i).digest()) for i in range(accounts)]
+    doc["accounts"] += [
+        {"address": k.public_key.hex(), "collateral_quote": str(1_000_000 * USD)} for k in keys
+    ]
+    chain_id = doc["chain_id"].encode()
+    rng = random.Random(5)
+    txs = []
+    for i in range(orders):
+        key = keys[i % accounts]
+        side = Side.BUY if rng.random() < 0.5 else Side.SELL
+        offset = rng.randint(-20, 20) * USD
+        body = PlaceOrder(
+            nonce=i // accounts,
+            market_id=1,
+            side=side,
+            kind=OrderKind.LIMIT,
+            tif=TimeInForce.GTC,
+            price_quote=60_000 * USD + (offset if side == Side.BUY else -offset),
+            size_atoms=rng.randint(1, 20) * 100_000,
+            reduce_only=0,
+            trigger_price_quote=0,
+            client_id=i + 1,
+        )
+        txs.append(sign_tx(body, key, chain_id).raw.hex())
+    sample = [
+        sign_tx(
+            PlaceOrder(
+                nonce=0,
+                market_id=1,
+                side=Side.BUY,
+                kind=OrderKind.LIMIT,
+                tif=TimeInForce.GTC,
+                price_quote=USD,
+                size_atoms=100_000,
+                reduce_only=0,
+                trigger_price_quote=0,
+                client_id=1,
+            ),
+            k,
+            chain_id,
+        )
+        for k in keys[:500]
+    ]
+    started = time.process_time()
+    for tx in sample:
+        validate_tx(tx, chain_id)
+    ceiling = int(len(sample) / (time.process_time() - started))
+
+    from node.app import init_home
+
+    with tempfile.TemporaryDirectory(prefix="perp-node-bench-") as scratch:
+        home = pathlib.Path(scratch) / "home"
+        init_home(home, doc)
+        node, url = _start_node(home)
+        try:
+            client = RpcClient(url)
+            base_height = int(client.call("node_status")["height"])
+            base_txs = int(client.call("node_status")["committed_txs"])
+            latencies: list[float] = []
+            stop = threading.Event()
+
+            def reader() -> None:
+                reader_client = RpcClient(url)
+                address = keys[0].public_key.hex()
+                interval = 1 / args.read_rate
+                next_at = time.monotonic()
+                while not stop.is_set():
+                    next_at += interval
+                    begin = time.monotonic()
+                    reader_client.call("perp_getAccount", address=address)
+                    latencies.append(time.monotonic() - begin)
+                    time.sleep(max(0.0, next_at - time.monotonic()))
+
+            def sender(part: list[str]) -> None:
+                for offset in range(0, len(part), 100):
+                    batch = [
+                        {"jsonrpc": "2.0", "id": n, "method": "tx_submit", "params": {"tx": tx}}
+                        for n, tx in enumerate(part[offset : offset + 100])
+                    ]
+                    _post(url, batch)
+
+            read_thread = threading.Thread(target=reader, daemon=True)
+            read_thread.start()
+            begin = time.monotonic()
+            senders = [threading.Thread(target=sender, args=(txs[i::4],)) for i in range(4)]
+            for thread in senders:
+                thread.start()
+            for thread in senders:
+                thread.join()
+            submitted_s = time.monotonic() - begin
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                status = client.call("node_status")
+                if int(status["committed_txs"]) - base_txs >= orders:
+                    break
+                time.sleep(0.05)
+            elapsed = time.monotonic() - begin
+            stop.set()
+            read_thread.join(timeout=5)
+            committed = int(status["committed_txs"]) - base_txs
+            blocks = int(status["height"]) - base_height
+        finally:
+            node.send_signal(signal.SIGTERM)
+            node.wait(timeout=30)
+    latencies.sort()
+    report = {
+        "orders": orders,
+        "committed": committed,
+        "blocks": blocks,
+        "submit_s": round(submitted_s, 2),
+        "orders_committed_per_s": int(committed / elapsed),
+        "read_rate_per_s": args.read_rate,
+        "reads": len(latencies),
+        "read_p50_ms": round(latencies[len(latencies) // 2] * 1000, 2) if latencies else None,
+        "read_p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2)
+        if latencies
+        else None,
+        "ed25519_verify_per_s": ceiling,
+    }
+    print(f"node bench: {orders} signed orders in batches of 100 from 4 threads, 250 ms blocks")
+    print(
+        f"committed {committed} in {blocks} blocks: {report['orders_committed_per_s']:,} orders/s "
+        f"(target 3,000)"
+    )
+    print(
+        f"perp_getAccount at {args.read_rate}/s during production: p50 {report['read_p50_ms']} ms, "
+        f"p99 {report['read_p99_ms']} ms over {len(latencies)} reads (target p99 < 25 ms)"
+    )
+    print(f"Ed25519 verification ceiling: {ceiling:,}/s")
+    if args.json:
+        print(json.dumps(report, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
