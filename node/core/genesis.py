@@ -144,6 +144,7 @@ def parse_genesis(doc: dict[str, Any]) -> Genesis:
             account_id=account_id,
             collateral_quote=_int(a, "collateral_quote"),
             open_orders=0,
+            markets=(),
         )
     return Genesis(
         chain_id=params.chain_id,

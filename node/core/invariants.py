@@ -110,6 +110,7 @@ def check_invariants(pre: Overlay, post: Overlay, env: BlockEnv, *, liquidations
 
     longs: dict[int, int] = {}
     shorts: dict[int, int] = {}
+    held: dict[bytes, list[int]] = {}
     for position in iter_all_positions(post):
         invariant(
             position.size_atoms != 0,
@@ -119,6 +120,7 @@ def check_invariants(pre: Overlay, post: Overlay, env: BlockEnv, *, liquidations
             position.market_id in markets,
             f"positions: position in unknown market {position.market_id}",
         )
+        held.setdefault(position.account_id, []).append(position.market_id)
         book = longs if position.size_atoms > 0 else shorts
         book[position.market_id] = book.get(position.market_id, 0) + abs(position.size_atoms)
     for market_id, market in sorted(markets.items()):
@@ -133,6 +135,11 @@ def check_invariants(pre: Overlay, post: Overlay, env: BlockEnv, *, liquidations
     for account in iter_accounts(post):
         total_quote += account.collateral_quote
         invariant(account.open_orders >= 0, f"orders: {account.account_id.hex()[:16]} count < 0")
+        invariant(
+            list(account.markets) == held.get(account.account_id, []),
+            f"positions: account {account.account_id.hex()[:16]} lists markets "
+            f"{list(account.markets)}, holds {held.get(account.account_id, [])}",
+        )
     difference = total_quote - totals.net_deposits_quote
     invariant(
         difference == 0,

@@ -98,6 +98,7 @@ class Account:
     account_id: AccountId
     collateral_quote: int  # signed quote balance (see module docstring)
     open_orders: int  # resting + conditional orders, capped by max_open_orders
+    markets: tuple[int, ...]  # markets where it holds a position, ascending (margin reads)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -42,7 +42,6 @@ from node.core.view import (
     get_market,
     get_position,
     get_totals,
-    iter_positions,
     put_account,
     put_market,
     put_position,
@@ -58,10 +57,15 @@ def require_account(view: Overlay, account_id: bytes) -> Account:
 
 
 def holdings(view: Overlay, account_id: AccountId) -> list[tuple[Position, Market]]:
+    """The account's positions with their markets: point reads through `Account.markets`
+    (no ordered scan: this runs twice per fill for the margin checks)."""
+    account = get_account(view, account_id)
+    assert account is not None
     out = []
-    for position in iter_positions(view, account_id):
-        market = get_market(view, position.market_id)
-        assert market is not None, "a position references a missing market"
+    for market_id in account.markets:
+        position = get_position(view, account_id, MarketId(market_id))
+        market = get_market(view, market_id)
+        assert position is not None and market is not None, "Account.markets is stale"
         out.append((position, market))
     return out
 
@@ -133,6 +137,12 @@ def change_position(
     else:  # flipped: the remainder opens at this price
         cost = div_floor(after * price_quote, SIZE_SCALE)
     put_position(view, evolve(position, size_atoms=after, cost_quote=cost))
+    if before == 0 or after == 0:  # opened or closed: keep Account.markets in step
+        account = get_account(view, account_id)
+        assert account is not None
+        held = set(account.markets)
+        held.add(market.market_id) if after else held.discard(market.market_id)
+        put_account(view, evolve(account, markets=tuple(sorted(held))))
     return before, after
 
 

@@ -119,7 +119,7 @@ def apply_deposit(
         raise TxRejected(Reject.DUPLICATE_DEPOSIT, f"deposit_id={body.deposit_id}")
     account_id = AccountId(body.account)
     account = get_account(view, account_id) or Account(
-        account_id=account_id, collateral_quote=0, open_orders=0
+        account_id=account_id, collateral_quote=0, open_orders=0, markets=()
     )
     put_account(
         view, evolve(account, collateral_quote=account.collateral_quote + body.amount_quote)

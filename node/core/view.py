@@ -91,13 +91,14 @@ class MemoryState:
 class Overlay:
     """Pending writes (decoded records, raw bytes, or None = deleted) over a reader or parent."""
 
-    __slots__ = ("_base", "_parent", "_pending", "_sorted", "_cache")
+    __slots__ = ("_base", "_parent", "_pending", "_sorted", "_dirty", "_cache")
 
     def __init__(self, base: StateReader, *, _parent: Overlay | None = None) -> None:
         self._base = base
         self._parent = _parent
         self._pending: dict[bytes, Any] = {}
-        self._sorted: list[bytes] = []
+        self._sorted: list[bytes] = []  # the pending keys in order (a branch sorts lazily)
+        self._dirty = False
         self._cache: dict[bytes, Any] = {}  # decoded base reads (root overlay only)
 
     def branch(self) -> Overlay:
@@ -115,8 +116,17 @@ class Overlay:
                     del parent._sorted[bisect_left(parent._sorted, key)]
                 continue
             if key not in pending:
-                insort(parent._sorted, key)
+                if at_root:
+                    insort(parent._sorted, key)
+                else:
+                    parent._dirty = True
             pending[key] = value
+
+    def _ordered_keys(self) -> list[bytes]:
+        if self._dirty:
+            self._sorted = sorted(self._pending)
+            self._dirty = False
+        return self._sorted
 
     # ---- reads
 
@@ -174,7 +184,7 @@ class Overlay:
         end = _prefix_end(prefix)
         streams = []
         for priority, layer in enumerate(layers):
-            sorted_keys = layer._sorted
+            sorted_keys = layer._ordered_keys()
             index = bisect_left(sorted_keys, prefix)
             if index < len(sorted_keys) and (end is None or sorted_keys[index] < end):
                 streams.append(self._layer_stream(layer, index, end, priority))
@@ -223,7 +233,10 @@ class Overlay:
 
     def put(self, key: bytes, value: Any) -> None:
         if key not in self._pending:
-            insort(self._sorted, key)
+            if self._parent is None:  # the block's layer: kept in order as it grows
+                insort(self._sorted, key)
+            else:  # a tx's branch: a handful of keys, sorted when first scanned
+                self._dirty = True
         self._pending[key] = value
 
     def delete(self, key: bytes) -> None:
@@ -232,7 +245,7 @@ class Overlay:
     def writes(self) -> tuple[tuple[bytes, bytes | None], ...]:
         """The sorted write set (records encoded canonically)."""
         out: list[tuple[bytes, bytes | None]] = []
-        for key in self._sorted:
+        for key in self._ordered_keys():
             value = self._pending[key]
             if value is not None and type(value) is not bytes:
                 value = codec.encode(value)
