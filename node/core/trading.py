@@ -313,6 +313,7 @@ def match_order(
         events.extend(fill_events)
         if size == maker.size_atoms:
             remove_order(view, where, maker, None, events)
+            view.raise_floor(side_prefix, where)  # the side's top is consumed up to here
         else:
             view.put(where, evolve(maker, size_atoms=maker.size_atoms - size))
         events.append(

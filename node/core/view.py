@@ -35,8 +35,8 @@ _MISSING = object()
 class StateReader(Protocol):
     def get(self, key: bytes) -> bytes | None: ...
 
-    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """(key, value) for keys starting with `prefix`, ascending."""
+    def iter_prefix(self, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) for keys starting with `prefix` and >= `start`, ascending."""
         ...
 
 
@@ -66,9 +66,9 @@ class MemoryState:
     def get(self, key: bytes) -> bytes | None:
         return self._data.get(key)
 
-    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def iter_prefix(self, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         keys_ = self._keys
-        index = bisect_left(keys_, prefix)
+        index = bisect_left(keys_, max(prefix, start))
         while index < len(keys_) and keys_[index].startswith(prefix):
             key = keys_[index]
             yield key, self._data[key]
@@ -91,7 +91,7 @@ class MemoryState:
 class Overlay:
     """Pending writes (decoded records, raw bytes, or None = deleted) over a reader or parent."""
 
-    __slots__ = ("_base", "_parent", "_pending", "_sorted", "_dirty", "_cache")
+    __slots__ = ("_base", "_parent", "_pending", "_sorted", "_dirty", "_cache", "_floors")
 
     def __init__(self, base: StateReader, *, _parent: Overlay | None = None) -> None:
         self._base = base
@@ -99,6 +99,9 @@ class Overlay:
         self._pending: dict[bytes, Any] = {}
         self._sorted: list[bytes] = []  # the pending keys in order (a branch sorts lazily)
         self._dirty = False
+        # prefix -> a key: every base key of the prefix at or below it is deleted in this
+        # layer or a parent (a book side's consumed top); scans of the base start past it.
+        self._floors: dict[bytes, bytes] = {}
         self._cache: dict[bytes, Any] = {}  # decoded base reads (root overlay only)
 
     def branch(self) -> Overlay:
@@ -121,6 +124,15 @@ class Overlay:
                 else:
                     parent._dirty = True
             pending[key] = value
+        for prefix, floor in self._floors.items():
+            if floor > parent._floors.get(prefix, b""):
+                parent._floors[prefix] = floor
+
+    def raise_floor(self, prefix: bytes, key: bytes) -> None:
+        """Declare every base key under `prefix` up to `key` deleted in this layer (the caller
+        deleted them: matching removes a book side from the top)."""
+        if key > self._floors.get(prefix, b""):
+            self._floors[prefix] = key
 
     def _ordered_keys(self) -> list[bytes]:
         if self._dirty:
@@ -182,6 +194,8 @@ class Overlay:
         root = layers[-1]
         cache = root._cache
         end = _prefix_end(prefix)
+        floor = max((layer._floors.get(prefix, b"") for layer in layers), default=b"")
+        start = floor + b"\x00" if floor else b""
         streams = []
         for priority, layer in enumerate(layers):
             sorted_keys = layer._ordered_keys()
@@ -189,7 +203,7 @@ class Overlay:
             if index < len(sorted_keys) and (end is None or sorted_keys[index] < end):
                 streams.append(self._layer_stream(layer, index, end, priority))
         if not streams:  # nothing pending under the prefix: the base scan as it is
-            for key, raw in root._base.iter_prefix(prefix):
+            for key, raw in root._base.iter_prefix(prefix, start):
                 if cls is bytes:
                     yield key, raw  # type: ignore[misc]
                     continue
@@ -200,7 +214,7 @@ class Overlay:
             return
         pending = streams[0] if len(streams) == 1 else _dedupe(heapq.merge(*streams))
         head = next(pending, None)
-        for key, raw in root._base.iter_prefix(prefix):
+        for key, raw in root._base.iter_prefix(prefix, start):
             while head is not None and head[0] < key:
                 if head[2] is not None:
                     yield head[0], head[2]

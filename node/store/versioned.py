@@ -284,14 +284,15 @@ class VersionedStore:
             return None
         return None
 
-    def iter_prefix(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
-        """Latest (key, value) pairs whose key starts with `prefix`, in key order."""
+    def iter_prefix(self, prefix: bytes = b"", start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Latest (key, value) pairs whose key starts with `prefix` (and is >= `start`), in
+        key order."""
         self._check_open()
-        return self._iter_flat(prefix)
+        return self._iter_flat(prefix, start)
 
-    def _iter_flat(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        start = schema.flat_key(prefix)
-        for physical, value in self._db.scan(start, schema.prefix_end(start)):
+    def _iter_flat(self, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        first = schema.flat_key(max(prefix, start))
+        for physical, value in self._db.scan(first, schema.prefix_end(schema.flat_key(prefix))):
             yield physical[1:], value
 
     def prove(self, key: bytes, height: int | None = None) -> bytes:
