@@ -16,12 +16,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import pathlib
 import random
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -32,6 +29,7 @@ from node.client import RpcClient
 from node.core.crypto import SigningKey
 from node.core.records import OrderKind, Side, TimeInForce
 from node.core.txs import PlaceOrder, sign_tx, validate_tx
+from node.devnet import spawn_node
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 USD = 10**6
@@ -43,35 +41,6 @@ def _post(url: str, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())  # type: ignore[no-any-return]
-
-
-def _start_node(home: pathlib.Path) -> tuple[subprocess.Popen[str], str]:
-    node = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "node.cli.main",
-            "start",
-            "--home",
-            str(home),
-            "--rpc-listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "PERPCHAIN_MEMPOOL_MAX_PER_ACCOUNT": "64"},
-    )
-    assert node.stdout is not None
-    for line in node.stdout:
-        if "rpc.listening" in line:
-            url = "http://" + line.split("rpc=")[1].split()[0]
-            threading.Thread(target=lambda: [None for _ in node.stdout], daemon=True).start()  # type: ignore[union-attr]
-            return node, url
-    raise SystemExit(f"node did not start: exit {node.wait()}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="perp-node-bench-") as scratch:
         home = pathlib.Path(scratch) / "home"
         init_home(home, doc)
-        node, url = _start_node(home)
+        node, url = spawn_node(home, env={"PERPCHAIN_MEMPOOL_MAX_PER_ACCOUNT": "64"})
         try:
             client = RpcClient(url)
             base_height = int(client.call("node_status")["height"])

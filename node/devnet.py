@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import random
 import shutil
@@ -26,6 +27,42 @@ from node.core.txs import OracleUpdate, PlaceOrder, PricePoint, sign_tx
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MARKER = ".perpchain-devnet"
+
+
+def spawn_node(
+    home: pathlib.Path, *extra_args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """Start `perpchain start --home HOME` on ephemeral ports; return the process and its RPC
+    URL once it logged `rpc.listening` (its later output is drained in a daemon thread)."""
+    import threading
+
+    node = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "node.cli.main",
+            "start",
+            "--home",
+            str(home),
+            "--rpc-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            *extra_args,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+    )
+    assert node.stdout is not None
+    for line in node.stdout:
+        if "rpc.listening" in line:
+            url = "http://" + line.split("rpc=")[1].split()[0]
+            threading.Thread(target=node.stdout.read, daemon=True).start()
+            return node, url
+    raise RuntimeError(f"the node exited with code {node.wait()} before listening")
 
 
 class Bots:

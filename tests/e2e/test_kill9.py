@@ -4,18 +4,17 @@ block, the height never goes back, and every tx acknowledged as committed is sti
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import random
 import signal
 import subprocess
-import sys
 import time
 
 from node.app import init_home
 from node.client import RpcCallError, RpcClient, RpcUnavailable
 from node.core.crypto import SigningKey
 from node.core.txs import Deposit, sign_tx
+from node.devnet import spawn_node
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 GENESIS = ROOT / "genesis" / "devnet.json"
@@ -23,37 +22,8 @@ KILLS = 20
 
 
 def _start(home: pathlib.Path) -> tuple[subprocess.Popen[str], RpcClient]:
-    node = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "node.cli.main",
-            "start",
-            "--home",
-            str(home),
-            "--rpc-listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--block-interval-ms",
-            "20",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert node.stdout is not None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = node.stdout.readline()
-        if not line:
-            raise AssertionError(f"node exited: {node.wait()}")
-        if "rpc.listening" in line:
-            address = line.split("rpc=")[1].split()[0]
-            return node, RpcClient(f"http://{address}", timeout_s=5)
-    raise AssertionError("node did not start")
+    node, url = spawn_node(home, "--block-interval-ms", "20")
+    return node, RpcClient(url, timeout_s=5)
 
 
 def test_kill_9_never_loses_a_committed_tx(tmp_path: pathlib.Path) -> None:
