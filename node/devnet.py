@@ -29,6 +29,23 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 MARKER = ".perpchain-devnet"
 
 
+def node_command(home: pathlib.Path, rpc: str, metrics: str, *extra_args: str) -> list[str]:
+    """The command line of a node child process (`perpchain start` under this interpreter)."""
+    return [
+        sys.executable,
+        "-m",
+        "node.cli.main",
+        "start",
+        "--home",
+        str(home),
+        "--rpc-listen",
+        rpc,
+        "--metrics-listen",
+        metrics,
+        *extra_args,
+    ]
+
+
 def spawn_node(
     home: pathlib.Path, *extra_args: str, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[str], str]:
@@ -37,19 +54,7 @@ def spawn_node(
     import threading
 
     node = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "node.cli.main",
-            "start",
-            "--home",
-            str(home),
-            "--rpc-listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            *extra_args,
-        ],
+        node_command(home, "127.0.0.1:0", "127.0.0.1:0", *extra_args),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -189,20 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     (home / MARKER).write_text("created by scripts/devnet; deleted on the next start\n")
     rpc_url = f"http://127.0.0.1:{args.rpc_port}"
     node = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "node.cli.main",
-            "start",
-            "--home",
-            str(home),
-            "--rpc-listen",
+        node_command(
+            home,
             f"127.0.0.1:{args.rpc_port}",
-            "--metrics-listen",
             f"127.0.0.1:{args.metrics_port}",
             "--block-interval-ms",
             str(args.block_time_ms),
-        ],
+        ),
         cwd=ROOT,
         stdout=open(home / "node.log", "ab"),  # noqa: SIM115 - the child owns it
         stderr=subprocess.STDOUT,
