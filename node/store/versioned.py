@@ -624,9 +624,15 @@ class VersionedStore:
             else:
                 pending[schema.INDEX + key] = value
                 rows += 1
-        for name, blob in self.records(height):
-            ops.append((schema.archive_key(fork_id, height, name), blob))
-            ops.append((schema.record_key(height, name), None))
+        # Records are never pruned, so the heights merged into this one still have theirs:
+        # they were reverted too and are archived with it, not left behind for a new fork.
+        for physical, blob in self._db.scan(
+            schema.record_prefix(previous + 1), schema.record_prefix(height + 1)
+        ):
+            record_height = schema.read_u64(physical, 1)
+            name = physical[len(schema.record_prefix(record_height)) :]
+            ops.append((schema.archive_key(fork_id, record_height, name), blob))
+            ops.append((physical, None))
             rows += 1
         ops.append((schema.archive_key(fork_id, height, schema.ARCHIVED_DIFF), diff_raw))
         ops.append((schema.archive_key(fork_id, height, schema.ARCHIVED_ROOT), root_raw))

@@ -196,3 +196,29 @@ def test_stage_then_commit_staged(open_store: StoreFactory) -> None:
     with pytest.raises(StoreError, match="void"):
         store.commit_staged(stale)
     assert store.get(b"c") is None and store.height == 2
+
+
+def test_rollback_across_pruned_heights_archives_their_records(open_store: StoreFactory) -> None:
+    # Regression: records are never pruned, so heights 4..8 (merged into 9 by the prune) still
+    # had their blocks; rollback_to(3) left them in place, unarchived, and the next fork's
+    # height 4 mixed the old fork's "extra4" record into its own and overwrote its block.
+    store = open_store()
+    for h in range(10):
+        store.commit(
+            {b"k": bytes([h])},
+            records={"block": b"B%d" % h, "extra%d" % h: b"e"},
+            index={b"tx%d" % h: b"%d" % h},
+        )
+    store.checkpoint("pin", height=3)
+    store.prune(9)
+    assert store.retained_heights() == [3, 9]
+    fork = store.rollback_to(3).fork_id
+    for h in range(4, 10):
+        assert store.records(h) == [], h
+        assert store.archived_record(fork, h, "block") == b"B%d" % h
+        assert store.archived_record(fork, h, "extra%d" % h) == b"e"
+        assert store.index_get(b"tx%d" % h) is None
+    assert store.records(3) == [(b"block", b"B3"), (b"extra3", b"e")]
+    store.commit({b"k": b"new"}, records={"block": b"new 4"})
+    assert store.records(4) == [(b"block", b"new 4")]
+    assert store.archived_record(fork, 4, "block") == b"B4"
