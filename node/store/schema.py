@@ -8,14 +8,18 @@
 - `d` + height:u64: the height's diff, 8 check bytes (sha256) + msgpack
   [[ns, key, flag, old], ...] sorted, old values at
   the previous retained height (flag 0: the key was absent; ns 0 state, 1 index).
-- `r` + height:u64: the state root after that height (32 bytes). A height is retained iff this
-  row exists.
-- `c` + name: a checkpoint pin, msgpack [height, root, reason].
-- `b` + height:u64 + name: a per-height record (block, receipts, ...).
-- `u` + key: the non-Merkleized index (tx hash -> location, ...), reverted through the diffs.
-- `x` + fork:u64 + height:u64 + name: the archive of rolled-back heights: their records plus
-  `\\x00diff` and `\\x00root`.
-- `k` + fork:u64: a fork description, msgpack [from_height, to_height, reason].
+- `r` + height:u64: the state root after that height (32 bytes), sealed. A height is retained
+  iff this row exists.
+- `c` + name: a checkpoint pin, sealed msgpack [height, root, reason].
+- `b` + height:u64 + name: a per-height record (block, receipts, ...), sealed.
+- `u` + key: the non-Merkleized index (tx hash -> location, ...), sealed, reverted through the
+  diffs (which hold the unsealed values).
+- `x` + fork:u64 + height:u64 + name: the archive of rolled-back heights: their sealed records
+  plus `\\x00diff` and `\\x00root` (sealed too).
+- `k` + fork:u64: a fork description, sealed msgpack [from_height, to_height, reason].
+
+Sealed = 8 check bytes (the SHA-256 of the rest) + the bytes: roots and every row no Merkle
+root covers (the diff too), so damaged bytes fail loudly when read and in `verify_history`.
 
 Heights are big-endian so LevelDB's byte order is height order; `~height` (bitwise not) makes
 the newest version of a key sort first, so a read at height h is one seek. The flat table and
@@ -33,7 +37,7 @@ META_EPOCH = b"mepoch"
 META_FLOOR = b"mfloor"
 META_ROLLBACK = b"mrollback"
 META_FORK_SEQ = b"mfork_seq"
-FORMAT = b"perpchain-store/2"  # 2: diff rows carry check bytes
+FORMAT = b"perpchain-store/3"  # 2: diffs carry check bytes; 3: every row no root covers does
 
 FLAT = b"f"
 VERSIONED = b"v"

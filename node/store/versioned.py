@@ -98,15 +98,27 @@ def _unpack(data: bytes, what: str) -> Any:
         raise StoreCorrupted(f"undecodable {what}: {error}") from None
 
 
-_DIFF_CHECK_BYTES = 8
+_CHECK_BYTES = 8
+
+
+def _seal(data: bytes) -> bytes:
+    """8 bytes of the SHA-256 of `data`, then `data`: the stored form of every row no root
+    covers (diffs, records, index entries, the archive), so damaged bytes fail loudly when
+    read (test_tamper) instead of answering wrong."""
+    return hashlib.sha256(data).digest()[:_CHECK_BYTES] + data
+
+
+def _unseal(raw: bytes, what: str) -> bytes:
+    data = raw[_CHECK_BYTES:]
+    if hashlib.sha256(data).digest()[:_CHECK_BYTES] != raw[:_CHECK_BYTES]:
+        raise StoreCorrupted(f"{what} fails its check bytes")
+    return data
 
 
 def _encode_diff(entries: list[list[Any]]) -> bytes:
-    """A diff row: 8 bytes of the SHA-256 of the packed entries, then the entries. The check
-    bytes make a damaged diff fail loudly when read (test_tamper), even the parts no root
-    covers: the index entries and the lowest retained height's old values."""
-    packed = _pack(entries)
-    return hashlib.sha256(packed).digest()[:_DIFF_CHECK_BYTES] + packed
+    """A diff row: the sealed msgpack entries. The check bytes also cover what no root does:
+    the index entries and the lowest retained height's old values."""
+    return _seal(_pack(entries))
 
 
 def _check_key(key: object) -> bytes:
@@ -206,7 +218,7 @@ class VersionedStore:
     def _read_latest(self) -> tuple[int, bytes]:
         raw = self._db.get(schema.META_LATEST)
         if raw is None:
-            if self._db.get(schema.root_key(0)) is not None:
+            if self._next_retained(0) is not None:  # not root_key(0): it may be pruned
                 raise StoreCorrupted("roots are stored but the latest marker is missing")
             return -1, merkle.EMPTY_ROOT
         latest = _unpack(raw, "latest marker")
@@ -219,7 +231,7 @@ class VersionedStore:
         ):
             raise StoreCorrupted("malformed latest marker")
         height, root = latest
-        if self._db.get(schema.root_key(height)) != root:
+        if self._recorded_root(height) != root:
             raise StoreCorrupted(f"latest marker root differs from the recorded root of {height}")
         return height, root
 
@@ -250,11 +262,19 @@ class VersionedStore:
         self._require_retained(height)
         if height == self._height:
             return self._root
+        recorded = self._recorded_root(height)
+        assert recorded is not None
+        return recorded
+
+    def _recorded_root(self, height: int) -> bytes | None:
+        """The root row of `height` (None: not retained); StoreCorrupted if damaged."""
         raw = self._db.get(schema.root_key(height))
-        assert raw is not None
-        if len(raw) != 32:
-            raise StoreCorrupted(f"recorded root of height {height} is {len(raw)} bytes")
-        return raw
+        if raw is None:
+            return None
+        root = _unseal(raw, f"recorded root of height {height}")
+        if len(root) != 32:
+            raise StoreCorrupted(f"recorded root of height {height} is {len(root)} bytes")
+        return root
 
     def get(self, key: bytes, height: int | None = None) -> bytes | None:
         self._check_open()
@@ -304,17 +324,23 @@ class VersionedStore:
     def index_get(self, key: bytes) -> bytes | None:
         """The latest value of a non-Merkleized index entry (tx hash -> location, ...)."""
         self._check_open()
-        return self._db.get(schema.index_key(_check_key(key)))
+        raw = self._db.get(schema.index_key(_check_key(key)))
+        return None if raw is None else _unseal(raw, f"index entry {key!r}")
 
     def record(self, height: int, name: str | bytes) -> bytes | None:
         """A per-height record (block, receipts...) written with the commit of `height`."""
         self._check_open()
-        return self._db.get(schema.record_key(height, _check_name(name)))
+        raw_name = _check_name(name)
+        raw = self._db.get(schema.record_key(height, raw_name))
+        return None if raw is None else _unseal(raw, f"record {raw_name!r} of height {height}")
 
     def records(self, height: int) -> list[tuple[bytes, bytes]]:
         self._check_open()
         prefix = schema.record_prefix(height)
-        return [(k[len(prefix) :], v) for k, v in self._db.scan(prefix, schema.prefix_end(prefix))]
+        return [
+            (k[len(prefix) :], _unseal(v, f"record {k[len(prefix) :]!r} of height {height}"))
+            for k, v in self._db.scan(prefix, schema.prefix_end(prefix))
+        ]
 
     def retained_heights(self) -> list[int]:
         """Every height whose state can still be read, proven and restored, ascending."""
@@ -407,12 +433,13 @@ class VersionedStore:
     ) -> None:
         for key, value in entries:
             physical = schema.INDEX + key
-            old = self._db.get(physical)
+            raw = self._db.get(physical)
+            old = None if raw is None else _unseal(raw, f"index entry {key!r}")
             if old != value:
                 diff.append(
                     [schema.NS_INDEX, key, _ABSENT if old is None else _PRESENT, old or b""]
                 )
-                ops.append((physical, value))
+                ops.append((physical, None if value is None else _seal(value)))
 
     def commit_staged(
         self,
@@ -440,11 +467,13 @@ class VersionedStore:
         ops.append((schema.diff_key(staged.height), _encode_diff(diff)))
         for name, blob in (records or {}).items():
             raw_name = _check_name(name)
+            if raw_name[:1] == b"\x00":
+                raise ValueError(f"record name {name!r}: names starting with NUL are reserved")
             if type(blob) is not bytes or len(blob) > MAX_RECORD_BYTES:
                 raise ValueError(f"record {name!r} must be bytes of at most {MAX_RECORD_BYTES}")
-            ops.append((schema.record_key(staged.height, raw_name), blob))
+            ops.append((schema.record_key(staged.height, raw_name), _seal(blob)))
         height, root = staged.height, staged.root
-        ops.append((schema.root_key(height), root))
+        ops.append((schema.root_key(height), _seal(root)))
         ops.append((schema.META_LATEST, _pack([height, root])))  # last: the commit point
         self._db.write(ops, sync=True)
         self._height, self._root, self._root_node = height, root, staged.node
@@ -471,7 +500,7 @@ class VersionedStore:
         if height < 0:
             raise HeightUnavailable("an empty store has nothing to checkpoint")
         root = self.root(height)
-        record = _pack([height, root, reason])
+        record = _seal(_pack([height, root, reason]))
         self._db.write([(schema.checkpoint_key(raw_name), record)], sync=True)
         return Checkpoint(raw_name.decode("utf-8", "replace"), height, root)
 
@@ -502,7 +531,7 @@ class VersionedStore:
 
     @staticmethod
     def _decode_checkpoint(raw: bytes) -> tuple[int, bytes, str]:
-        record = _unpack(raw, "checkpoint")
+        record = _unpack(_unseal(raw, "checkpoint"), "checkpoint")
         if type(record) is not list or len(record) != 3 or type(record[0]) is not int:
             raise StoreCorrupted("malformed checkpoint record")
         return record[0], record[1], record[2]
@@ -527,7 +556,7 @@ class VersionedStore:
         marker = _pack([height, fork_id, self._height])
         ops: list[Op] = [
             (schema.META_FORK_SEQ, schema.u64(fork_id)),
-            (schema.fork_key(fork_id), _pack([self._height, height, reason])),
+            (schema.fork_key(fork_id), _seal(_pack([self._height, height, reason]))),
             (schema.META_ROLLBACK, marker),
         ]
         for cp in self.checkpoints():
@@ -540,7 +569,7 @@ class VersionedStore:
         node = tree.update(
             self._root_node, sorted(tree.make_change(k, v) for k, v in undone.items())
         )
-        expected = self._db.get(schema.root_key(height))
+        expected = self._recorded_root(height)
         assert expected is not None
         self._check_root(node, height, expected, "after rollback")
         self._db.write([(schema.META_ROLLBACK, None)], sync=True)
@@ -578,7 +607,7 @@ class VersionedStore:
                 previous = heights[index] if index < len(heights) else target
                 rows += self._undo_height(height, previous, fork_id, ops, pending)
             below = heights[index] if index < len(heights) else target
-            root = self._db.get(schema.root_key(below))
+            root = self._recorded_root(below)
             if root is None:
                 raise StoreCorrupted(f"rollback: no recorded root for height {below}")
             ops.extend(pending.items())
@@ -606,7 +635,7 @@ class VersionedStore:
         """
         merged = previous != height - 1
         diff_raw = self._db.get(schema.diff_key(height)) or _encode_diff([])
-        root_raw = self._db.get(schema.root_key(height)) or b""
+        root_raw = self._db.get(schema.root_key(height)) or _seal(b"")
         rows = 2
         for ns, key, flag, old in self._decode_diff(diff_raw, height):
             value = old if flag == _PRESENT else None
@@ -622,7 +651,7 @@ class VersionedStore:
                     ops.append((schema.versioned_key(key, height), None))
                 rows += 1 + (not merged)
             else:
-                pending[schema.INDEX + key] = value
+                pending[schema.INDEX + key] = None if value is None else _seal(value)
                 rows += 1
         # Records are never pruned, so the heights merged into this one still have theirs:
         # they were reverted too and are archived with it, not left behind for a new fork.
@@ -645,19 +674,22 @@ class VersionedStore:
         self._check_open()
         out = []
         for physical, raw in self._db.scan(schema.FORK, schema.prefix_end(schema.FORK)):
-            from_height, to_height, reason = _unpack(raw, "fork record")
+            from_height, to_height, reason = _unpack(_unseal(raw, "fork record"), "fork record")
             out.append(Fork(schema.read_u64(physical, 1), from_height, to_height, reason))
         return out
 
     def archived_record(self, fork_id: int, height: int, name: str | bytes) -> bytes | None:
-        """A record of a rolled-back height (also `\\x00diff` and `\\x00root`)."""
+        """A record of a rolled-back height (also `\\x00diff`, packed, and `\\x00root`)."""
         self._check_open()
-        raw = name.encode() if isinstance(name, str) else name
-        return self._db.get(schema.archive_key(fork_id, height, raw))
+        raw_name = name.encode() if isinstance(name, str) else name
+        raw = self._db.get(schema.archive_key(fork_id, height, raw_name))
+        what = f"archived record {raw_name!r} of fork {fork_id} height {height}"
+        return None if raw is None else _unseal(raw, what)
 
     def archived_diff(self, fork_id: int, height: int) -> list[tuple[bytes, bytes | None]]:
         """(state key, value before `height`) for each key the rolled-back height changed."""
-        raw = self.archived_record(fork_id, height, schema.ARCHIVED_DIFF)
+        self._check_open()
+        raw = self._db.get(schema.archive_key(fork_id, height, schema.ARCHIVED_DIFF))
         if raw is None:
             return []
         return [
@@ -743,7 +775,7 @@ class VersionedStore:
         """Recompute the head root from the flat state; StoreCorrupted on any mismatch."""
         self._check_open()
         computed = parallel.state_root(list(self._iter_flat(b"")))
-        recorded = self._db.get(schema.root_key(self._height)) if self._height >= 0 else None
+        recorded = self._recorded_root(self._height) if self._height >= 0 else None
         for what, root in (
             ("head root in memory", self._root),
             ("recorded root", recorded if self._height >= 0 else merkle.EMPTY_ROOT),
@@ -759,7 +791,8 @@ class VersionedStore:
 
     def verify_history(self) -> int:
         """Walk every retained height from the head down, undoing diffs on the tree, and
-        check each recorded root, each versioned value and each checkpoint. Returns heights."""
+        check each recorded root, each versioned value and each checkpoint; then the check
+        bytes of every record, index entry, archived row and fork record. Returns heights."""
         self.verify()
         node = self._root_node
         heights = self.retained_heights()
@@ -785,6 +818,9 @@ class VersionedStore:
         for cp in self.checkpoints():
             if self.root(cp.height) != cp.root:
                 raise StoreCorrupted(f"checkpoint {cp.name!r} root differs from height {cp.height}")
+        for prefix in (schema.RECORD, schema.INDEX, schema.ARCHIVE, schema.FORK):
+            for physical, raw in self._db.scan(prefix, schema.prefix_end(prefix)):
+                _unseal(raw, f"row {physical!r}")
         return len(heights)
 
     # ------------------------------------------------------------------ internals
@@ -822,10 +858,7 @@ class VersionedStore:
 
     @staticmethod
     def _decode_diff(raw: bytes, height: int) -> list[tuple[int, bytes, int, bytes]]:
-        check, packed = raw[:_DIFF_CHECK_BYTES], raw[_DIFF_CHECK_BYTES:]
-        if hashlib.sha256(packed).digest()[:_DIFF_CHECK_BYTES] != check:
-            raise StoreCorrupted(f"diff of height {height} fails its check bytes")
-        entries = _unpack(packed, f"diff of height {height}")
+        entries = _unpack(_unseal(raw, f"diff of height {height}"), f"diff of height {height}")
         if type(entries) is not list:
             raise StoreCorrupted(f"malformed diff of height {height}")
         out = []

@@ -206,7 +206,7 @@ def test_rollback_across_pruned_heights_archives_their_records(open_store: Store
     for h in range(10):
         store.commit(
             {b"k": bytes([h])},
-            records={"block": b"B%d" % h, "extra%d" % h: b"e"},
+            records={"block": b"B%d" % h, f"extra{h}": b"e"},
             index={b"tx%d" % h: b"%d" % h},
         )
     store.checkpoint("pin", height=3)
@@ -216,7 +216,7 @@ def test_rollback_across_pruned_heights_archives_their_records(open_store: Store
     for h in range(4, 10):
         assert store.records(h) == [], h
         assert store.archived_record(fork, h, "block") == b"B%d" % h
-        assert store.archived_record(fork, h, "extra%d" % h) == b"e"
+        assert store.archived_record(fork, h, f"extra{h}") == b"e"
         assert store.index_get(b"tx%d" % h) is None
     assert store.records(3) == [(b"block", b"B3"), (b"extra3", b"e")]
     store.commit({b"k": b"new"}, records={"block": b"new 4"})
