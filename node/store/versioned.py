@@ -553,6 +553,8 @@ class VersionedStore:
             return RollbackResult(0, height, height, 0, 0)
         seq = self._db.get(schema.META_FORK_SEQ)
         fork_id = (0 if seq is None else schema.read_u64(seq)) + 1
+        if self._db.get(schema.fork_key(fork_id)) is not None:  # never overwrite an archive
+            raise StoreCorrupted(f"fork sequence {fork_id - 1} is behind the recorded forks")
         marker = _pack([height, fork_id, self._height])
         ops: list[Op] = [
             (schema.META_FORK_SEQ, schema.u64(fork_id)),

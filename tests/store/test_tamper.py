@@ -275,3 +275,21 @@ def test_refused_calls_raise_clear_errors_and_write_nothing(
             assert (store.height, store.root()) == (13, history.roots[13]), what
     assert _raw_rows(path) == before  # byte for byte: not one row written or removed
     _full_check(path, history)
+
+
+@pytest.mark.parametrize("damage", ["delete", "lower"])
+def test_a_fork_sequence_behind_the_forks_is_refused_not_reused(
+    store_copy: tuple[Path, History], damage: str
+) -> None:
+    path, history = store_copy
+    db = plyvel.DB(str(path))
+    if damage == "delete":
+        db.delete(schema.META_FORK_SEQ)
+    else:
+        db.put(schema.META_FORK_SEQ, schema.u64(0))
+    db.close()
+    before = _raw_rows(path)
+    with VersionedStore.open(path) as store:
+        with pytest.raises(StoreCorrupted, match="fork sequence"):
+            store.rollback_to(12)  # would have overwritten fork 1 and its archive
+    assert _raw_rows(path) == before
