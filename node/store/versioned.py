@@ -102,9 +102,9 @@ _CHECK_BYTES = 8
 
 
 def _seal(data: bytes) -> bytes:
-    """8 bytes of the SHA-256 of `data`, then `data`: the stored form of every row no root
-    covers (diffs, records, index entries, the archive), so damaged bytes fail loudly when
-    read (test_tamper) instead of answering wrong."""
+    """8 bytes of the SHA-256 of `data`, then `data`: the stored form of the roots and of every
+    row no root covers (diffs, records, index entries, pins, archive, forks), so damaged bytes
+    fail loudly when read (test_tamper) instead of answering wrong."""
     return hashlib.sha256(data).digest()[:_CHECK_BYTES] + data
 
 

@@ -193,6 +193,9 @@ def test_sigkill_during_commits_and_maintenance_loses_nothing_acknowledged(
             head = store.height
             # the worker starts commit h+1 only once h and its maintenance are acknowledged
             assert last_acked <= head <= last_acked + 1, context
+            if head < 0:  # killed before the first commit
+                assert store.root() == merkle.EMPTY_ROOT and store.retained_heights() == []
+                continue
             if head > last_acked:  # committed, killed before the ack was printed
                 acked[head] = store.root()
             store.verify()
