@@ -123,12 +123,9 @@ def _pick_key(
     seed: bytes | None, label: str, expected: bytes, role: str
 ) -> tuple[SigningKey, bytes]:
     if seed is None:
-        key = SigningKey.from_label(label)
-        if key.public_key != expected:
+        seed = SigningKey.label_seed(label)
+        if SigningKey(seed).public_key != expected:
             raise NodeError(f"the genesis {role} key is not a devnet key: give its seed")
-        from node.core.crypto import domain, tagged_hash
-
-        return key, tagged_hash(domain("devkey"), label.encode())
     key = SigningKey(seed)
     if key.public_key != expected:
         raise NodeError(f"the {role} seed does not match the genesis {role} key")

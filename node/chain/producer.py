@@ -139,7 +139,6 @@ class Producer:
         self.status = status
         self.broadcaster = broadcaster
         self.metrics = metrics
-        self.blocks_committed = trio.Condition()
 
     def halt(self, reason: str) -> None:
         self.status.mode = "halted"
@@ -251,6 +250,4 @@ class Producer:
                 await trio.sleep(self.interval_ms / 1000)
                 continue
             await self.produce_one_async()
-            async with self.blocks_committed:
-                self.blocks_committed.notify_all()
             await trio.lowlevel.checkpoint()

@@ -60,10 +60,15 @@ class SigningKey:
         self._key = Ed25519PrivateKey.from_private_bytes(seed)
         self.public_key: bytes = self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
+    @staticmethod
+    def label_seed(label: str) -> bytes:
+        """The seed of a deterministic devnet/test key: sha256('perp/devkey/v1' || label)."""
+        return tagged_hash(domain("devkey"), label.encode())
+
     @classmethod
     def from_label(cls, label: str) -> SigningKey:
-        """Deterministic key for devnets and tests: seed = sha256('perp/devkey/v1' || label)."""
-        return cls(tagged_hash(domain("devkey"), label.encode()))
+        """Deterministic key for devnets and tests (see label_seed)."""
+        return cls(cls.label_seed(label))
 
     def sign(self, message: bytes) -> bytes:
         return self._key.sign(message)

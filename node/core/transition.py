@@ -29,7 +29,7 @@ from node.core.records import (
     Event,
     EventKind,
     FundingTick,
-    MarketId,
+    Market,
     MarketMode,
     Nonces,
     Order,
@@ -100,7 +100,7 @@ def _authorized(signer: bytes, expected: bytes) -> None:
         raise TxRejected(Reject.UNAUTHORIZED, f"signer {signer.hex()[:16]}")
 
 
-def _require_market(view: Overlay, market_id: int):  # type: ignore[no-untyped-def]
+def _require_market(view: Overlay, market_id: int) -> Market:
     market = get_market(view, market_id)
     if market is None:
         raise TxRejected(Reject.UNKNOWN_MARKET, f"market_id={market_id}")
@@ -537,14 +537,3 @@ def apply_block_bytes(
     applied = iter(result.receipts)
     receipts = tuple(next(applied) if isinstance(item, SignedTx) else item for item in decoded)
     return BlockResult(result.writes, receipts, result.events, result.liquidations)
-
-
-__all__ = [
-    "BlockResult",
-    "apply_block",
-    "apply_block_bytes",
-    "apply_tx",
-    "use_nonce",
-    "MarketId",
-    "TxRejected",
-]
