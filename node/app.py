@@ -16,6 +16,7 @@ import trio
 
 from node.chain.broadcast import Broadcaster
 from node.chain.clock import Clock, SystemClock
+from node.chain.follower import Follower
 from node.chain.mempool import Mempool
 from node.chain.metrics import Metrics
 from node.chain.producer import ChainStatus, Producer, commit_block
@@ -70,16 +71,27 @@ def init_home(
     producer_seed: bytes | None = None,
     operator_seed: bytes | None = None,
     overwrite: bool = False,
+    follower: bool = False,
 ) -> InitResult:
     """Create a node home: genesis.json, config.toml, keys, and the store with block 0.
 
     Devnet genesis keys are derived from labels; when `producer_seed` is not given and the
-    genesis producer is the devnet label key, that key is used."""
+    genesis producer is the devnet label key, that key is used. A follower home holds no keys
+    and an empty store: block 0 comes from the source and is checked against the genesis."""
     genesis = parse_genesis(genesis_doc)
     home = pathlib.Path(home)
     if (home / DATA_DIR).exists() and not overwrite:
         raise NodeError(f"{home} already holds a node (data/ exists); use another --home")
     home.mkdir(parents=True, exist_ok=True)
+    if follower:
+        (home / GENESIS_FILE).write_text(json.dumps(genesis_doc, indent=2) + "\n")
+        if not (home / "config.toml").exists():
+            (home / "config.toml").write_text(default_config_toml())
+        ensure_admin_token(home / "admin.token")
+        VersionedStore.open(home / DATA_DIR).close()
+        root = genesis_root(genesis)
+        log_event(logger, "node.initialised", home=home, follower=True, root=short_hex(root))
+        return InitResult(home, genesis.chain_id.decode(), "", root.hex())
     producer = _pick_key(producer_seed, "devnet/producer", genesis.producer_key, "producer")
     operator = None
     if (
@@ -119,6 +131,14 @@ def init_home(
     )
 
 
+def genesis_root(genesis: Genesis) -> bytes:
+    """The state root block 0 must carry, computed in a scratch in-memory tree."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch, VersionedStore.open(scratch) as store:
+        return store.stage(dict(genesis_writes(genesis))).root
+
+
 def _pick_key(
     seed: bytes | None, label: str, expected: bytes, role: str
 ) -> tuple[SigningKey, bytes]:
@@ -152,10 +172,15 @@ def load_genesis(home: pathlib.Path) -> Genesis:
     return parse_genesis(json.loads(path.read_text()))
 
 
-def reconcile(store: VersionedStore, genesis: Genesis) -> BlockHeader:
+def reconcile(
+    store: VersionedStore, genesis: Genesis, *, allow_empty: bool = False
+) -> BlockHeader | None:
     """Startup: the head block must exist, be signed by the genesis producer, and carry the
-    store's root (recomputed from the flat state by `verify`). Refuses otherwise."""
+    store's root (recomputed from the flat state by `verify`). Refuses otherwise. A follower
+    may start empty (None): it fetches and checks block 0 from its source."""
     if store.height < 0:
+        if allow_empty:
+            return None
         raise NodeError("the store has no blocks; run `perpchain init`")
     store.verify()
     block = blocks_db.get_block(store, store.height)
@@ -214,33 +239,56 @@ async def run_node(
     clock: Clock | None = None,
     task_status: trio.TaskStatus[BoundListeners] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Open, reconcile, produce and serve until cancelled; the store is closed on the way out."""
+    """Open, reconcile, produce (or follow `config.follow_url`) and serve until cancelled; the
+    store is closed on the way out."""
     home = config.home
     genesis = load_genesis(home)
-    producer_key = load_key(home, PRODUCER_KEY_FILE, "PERPCHAIN_PRODUCER_KEY")
-    if producer_key is None or producer_key.public_key != genesis.producer_key:
-        raise NodeError("no producer key matching the genesis producer (producer.key)")
-    operator = load_key(home, OPERATOR_KEY_FILE, "PERPCHAIN_OPERATOR_KEY")
+    following = config.follow_url is not None
+    producer_key = None
+    if not following:
+        producer_key = load_key(home, PRODUCER_KEY_FILE, "PERPCHAIN_PRODUCER_KEY")
+        if producer_key is None or producer_key.public_key != genesis.producer_key:
+            raise NodeError(
+                "no producer key matching the genesis producer (producer.key); "
+                "to run a follower give --follow URL"
+            )
     store = VersionedStore.open(home / DATA_DIR)
     try:
-        head = reconcile(store, genesis)
-        log_event(logger, "node.reconciled", height=head.height, root=short_hex(head.state_root))
+        head = reconcile(store, genesis, allow_empty=following)
+        log_event(
+            logger,
+            "node.reconciled",
+            height=store.height,
+            root=short_hex(head.state_root) if head else "-",
+        )
         status = ChainStatus(head=head)
         metrics = Metrics()
         broadcaster = Broadcaster()
-        mempool = Mempool(genesis.chain_id, config.mempool, store, genesis.params.nonce_window)
-        producer = Producer(
-            store,
-            producer_key,
-            mempool,
-            clock or SystemClock(),
-            interval_ms=config.block_interval_ms,
-            status=status,
-            broadcaster=broadcaster,
-            metrics=metrics,
-        )
-        commands = WriterCommands(producer, operator, genesis)
-        public, admin = build_tables(NodeContext(store, genesis, status, mempool, commands))
+        if following:
+            assert config.follow_url is not None
+            follower = Follower(
+                store, genesis, config.follow_url, status, broadcaster=broadcaster, metrics=metrics
+            )
+            context = NodeContext(store, genesis, status, None, None, follower.forward_tx)
+            writer = follower.run
+        else:
+            assert producer_key is not None
+            operator = load_key(home, OPERATOR_KEY_FILE, "PERPCHAIN_OPERATOR_KEY")
+            mempool = Mempool(genesis.chain_id, config.mempool, store, genesis.params.nonce_window)
+            producer = Producer(
+                store,
+                producer_key,
+                mempool,
+                clock or SystemClock(),
+                interval_ms=config.block_interval_ms,
+                status=status,
+                broadcaster=broadcaster,
+                metrics=metrics,
+            )
+            commands = WriterCommands(producer, operator, genesis)
+            context = NodeContext(store, genesis, status, mempool, commands)
+            writer = producer.run
+        public, admin = build_tables(context)
 
         def health() -> HealthReport:
             fields = {"height": str(store.height), "mode": status.mode}
@@ -260,7 +308,7 @@ async def run_node(
                     task_status=task_status,
                 )
             )
-            nursery.start_soon(producer.run)
+            nursery.start_soon(writer)
             task_status.started(bound)
     finally:
         store.close()

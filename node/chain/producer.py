@@ -51,6 +51,8 @@ class ChainStatus:
     halt_reason: str = ""
     head: BlockHeader | None = None
     committed_txs: int = 0
+    source: str = ""  # a follower: the node it follows
+    source_height: int = -1  # a follower: the source's head as last seen
     started_ms: int = field(default_factory=lambda: time.time_ns() // 1_000_000)
 
 
@@ -81,6 +83,19 @@ def event_json(item: Event) -> dict[str, Any]:
         "amount_quote": str(item.amount_quote),
         "extra": str(item.extra),
     }
+
+
+def publish_block(
+    broadcaster: Broadcaster, header: BlockHeader, receipts: Any, events: tuple[Event, ...]
+) -> None:
+    """New head to `new_heads`; fills and liquidations to each account's topic."""
+    broadcaster.publish(NEW_HEADS, header_json(header))
+    for item in [e for r in receipts for e in r.events] + list(events):
+        if item.kind in (EventKind.FILL, EventKind.LIQUIDATION):
+            for who in {item.account, item.counterparty} - {b""}:
+                topic = account_topic(who.hex())
+                if broadcaster.has_subscribers(topic):
+                    broadcaster.publish(topic, event_json(item) | {"height": str(header.height)})
 
 
 def commit_block(
@@ -220,21 +235,9 @@ class Producer:
             apply_ms=round((applied - started) * 1000, 1),
             commit_ms=round((done - applied) * 1000, 1),
         )
-        self._publish(header, result.receipts, result.events)
+        if self.broadcaster is not None:
+            publish_block(self.broadcaster, header, result.receipts, result.events)
         return header
-
-    def _publish(self, header: BlockHeader, receipts: Any, events: tuple[Event, ...]) -> None:
-        if self.broadcaster is None:
-            return
-        self.broadcaster.publish(NEW_HEADS, header_json(header))
-        for item in [e for r in receipts for e in r.events] + list(events):
-            if item.kind in (EventKind.FILL, EventKind.LIQUIDATION):
-                for who in {item.account, item.counterparty} - {b""}:
-                    topic = account_topic(who.hex())
-                    if self.broadcaster.has_subscribers(topic):
-                        self.broadcaster.publish(
-                            topic, event_json(item) | {"height": str(header.height)}
-                        )
 
     async def run(self) -> None:
         """Produce a block every interval while producing; sleep while halted."""

@@ -40,9 +40,12 @@ def cmd_init(args: argparse.Namespace) -> int:
     from node.app import init_home
 
     doc = json.loads(pathlib.Path(args.genesis).read_text())
-    result = init_home(pathlib.Path(args.home), doc, overwrite=args.force)
+    result = init_home(pathlib.Path(args.home), doc, overwrite=args.force, follower=args.follower)
     print(f"initialised {result.home} for chain {result.chain_id}")
-    print(f"genesis block {result.genesis_hash}, state root {result.state_root}")
+    if args.follower:
+        print(f"follower home; block 0 must carry state root {result.state_root}")
+    else:
+        print(f"genesis block {result.genesis_hash}, state root {result.state_root}")
     return 0
 
 
@@ -63,6 +66,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         overrides["admin.enabled"] = True
     if args.block_interval_ms:
         overrides["block_interval_ms"] = args.block_interval_ms
+    if args.follow:
+        overrides["follow_url"] = args.follow
     config = NodeConfig.load(args.home, overrides=overrides)
     setup_logging(config.log.level, config.log.format)
 
@@ -188,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--genesis", required=True)
     p.add_argument("--home", required=True)
     p.add_argument("--force", action="store_true", help="reuse an existing home directory")
+    p.add_argument(
+        "--follower", action="store_true", help="a follower home: no keys, block 0 from the source"
+    )
     p.set_defaults(func=cmd_init)
     p = sub.add_parser("start", help="run the node (SIGINT/SIGTERM stop it cleanly)")
     p.add_argument("--home", required=True)
@@ -195,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-listen")
     p.add_argument("--admin-listen")
     p.add_argument("--block-interval-ms", type=int)
+    p.add_argument("--follow", metavar="URL", help="follow (re-execute and verify) this node")
     p.set_defaults(func=cmd_start)
     for name, func in (("status", cmd_status),):
         p = sub.add_parser(name, help="the node's status")

@@ -6,11 +6,13 @@ Integers are decimal strings in atoms; bytes are lowercase hex; names are snake_
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from node.chain.mempool import Mempool, MempoolFull
 from node.chain.producer import ChainStatus, event_json, header_json
+from node.chain.remote import RemoteCallError, RemoteUnavailable
 from node.core import merkle, queries
 from node.core.blocks import header_hash
 from node.core.errors import Reject, TxRejected
@@ -51,6 +53,12 @@ class NodeContext:
     status: ChainStatus
     mempool: Mempool | None  # None on a follower
     commands: Commands | None
+    # A follower forwards tx_submit to its source: raw hex -> the source's result.
+    forward_tx: Callable[[str], Awaitable[Any]] | None = None
+
+
+RAW_BLOCKS_MAX_COUNT = 200
+RAW_BLOCKS_MAX_BYTES = 4 << 20  # per call; at least one block is always returned
 
 
 def _s(value: int) -> str:
@@ -124,6 +132,8 @@ def build_tables(ctx: NodeContext) -> tuple[MethodTable, MethodTable]:
             "mempool_size": _s(len(ctx.mempool)) if ctx.mempool is not None else "0",
             "committed_txs": _s(ctx.status.committed_txs),
             "producer": ctx.genesis.producer_key.hex(),
+            "source": ctx.status.source or None,
+            "source_height": _s(ctx.status.source_height) if ctx.status.source else None,
         }
 
     @public.method("chain_getBlock")
@@ -164,6 +174,27 @@ def build_tables(ctx: NodeContext) -> tuple[MethodTable, MethodTable]:
             "txs": txs,
             "block_events": [event_json(e) for e in receipts.block_events] if receipts else [],
         }
+
+    @public.method("chain_getRawBlocks")
+    async def get_raw_blocks(params: dict[str, Any]) -> Any:
+        """Canonical block bytes from `from_height`, for followers: up to `count` blocks or
+        RAW_BLOCKS_MAX_BYTES, whichever comes first, stopping at the head."""
+        check_params(params, ("from_height", "count"))
+        start = int_param(params, "from_height", min_value=0)
+        count = int_param(params, "count", default=50, min_value=1, max_value=RAW_BLOCKS_MAX_COUNT)
+        blocks: list[str] = []
+        size = 0
+        for height in range(start, min(start + count, store.height + 1)):
+            raw = store.record(height, blocks_db.BLOCK)
+            if raw is None:
+                if not blocks:
+                    raise RpcError(ErrorCode.HEIGHT_PRUNED, f"block {height} is not retained")
+                break
+            blocks.append(raw.hex())
+            size += len(raw)
+            if size >= RAW_BLOCKS_MAX_BYTES:
+                break
+        return {"from_height": _s(start), "head": _s(store.height), "blocks": blocks}
 
     def receipt_json(tx_hash: bytes) -> dict[str, Any] | None:
         location = blocks_db.locate_tx(store, tx_hash)
@@ -296,6 +327,13 @@ def build_tables(ctx: NodeContext) -> tuple[MethodTable, MethodTable]:
     async def tx_submit(params: dict[str, Any]) -> Any:
         check_params(params, ("tx",))
         raw = hex_param(params, "tx", max_bytes=1 << 16)
+        if ctx.mempool is None and ctx.forward_tx is not None:
+            try:
+                return await ctx.forward_tx(raw.hex())
+            except RemoteCallError as error:  # the source's own answer, unchanged
+                raise RpcError(error.code, error.message, error.data) from None
+            except RemoteUnavailable as error:
+                raise RpcError(ErrorCode.NOT_READY, f"source unavailable: {error}") from None
         if ctx.mempool is None:
             raise RpcError(ErrorCode.NOT_PRODUCING, "this node does not produce blocks")
         if ctx.status.mode == "halted":

@@ -1,0 +1,208 @@
+"""A follower full node: it does not trust its source. Imports node.core, node.store,
+node.chain.{broadcast,metrics,producer,remote,replay}, node.log.
+
+It catches up from the source's `chain_getRawBlocks` in batches, then waits for `new_heads`
+over the same WebSocket (reconnecting with backoff). Every block is checked and re-executed
+(node.chain.replay) and committed in one batch only if the computed state root equals the
+header's. On an invalid block it stops applying, keeps serving reads at the last valid height and
+reports mode `halted` with the reason, listing the first differing keys it can prove.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import trio
+
+from node.chain.broadcast import Broadcaster
+from node.chain.metrics import Metrics
+from node.chain.producer import ChainStatus, publish_block
+from node.chain.remote import RemoteCallError, RemoteNode, RemoteUnavailable, connect_remote
+from node.chain.replay import InvalidBlock, commit_executed, describe_against, execute_block
+from node.core import merkle
+from node.core.blocks import Block, decode_block
+from node.core.genesis import Genesis
+from node.log import log_event, short_hex
+from node.store import VersionedStore
+
+logger = logging.getLogger("perpchain.follower")
+
+BATCH_BLOCKS = 100
+BACKOFF_START_S = 0.2
+BACKOFF_MAX_S = 5.0
+MAX_PROVEN_KEYS = 200  # keys asked of the source when explaining a root mismatch
+
+
+class Follower:
+    def __init__(
+        self,
+        store: VersionedStore,
+        genesis: Genesis,
+        source_url: str,
+        status: ChainStatus,
+        *,
+        broadcaster: Broadcaster | None = None,
+        metrics: Metrics | None = None,
+        batch_blocks: int = BATCH_BLOCKS,
+    ) -> None:
+        self.store = store
+        self.genesis = genesis
+        self.source_url = source_url
+        self.status = status
+        self.broadcaster = broadcaster
+        self.metrics = metrics
+        self.batch_blocks = batch_blocks
+        self.remote: RemoteNode | None = None
+        status.source = source_url
+        self.caught_up = trio.Event()
+
+    # --- modes -------------------------------------------------------------------------------
+
+    def _set_mode(self, mode: str) -> None:
+        if self.status.mode != mode:
+            self.status.mode = mode
+            if self.metrics:
+                self.metrics.set_mode(mode)
+
+    def halt(self, invalid: InvalidBlock) -> None:
+        self.status.mode = "halted"
+        self.status.halt_reason = invalid.reason
+        if self.metrics:
+            self.metrics.set_mode("halted")
+            self.metrics.invariant_failures.inc()
+        log_event(
+            logger,
+            "follower.halted",
+            level=logging.CRITICAL,
+            reason=invalid.reason,
+            last_valid_height=self.store.height,
+            differences=invalid.details or "none found among the keys this block wrote",
+        )
+
+    # --- tx forwarding -----------------------------------------------------------------------
+
+    async def forward_tx(self, raw_hex: str) -> Any:
+        """tx_submit on a follower goes to the source; its answer, or RemoteCallError with the
+        source's error, or RemoteUnavailable."""
+        if self.remote is None:
+            raise RemoteUnavailable(f"not connected to {self.source_url}")
+        return await self.remote.call("tx_submit", tx=raw_hex)
+
+    # --- sync --------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Follow until cancelled; after a halt, serve reads only."""
+        self._set_mode("following")
+        backoff = BACKOFF_START_S
+        while self.status.mode != "halted":
+            try:
+                async with connect_remote(self.source_url) as remote:
+                    self.remote = remote
+                    log_event(logger, "follower.connected", source=self.source_url)
+                    heads = await remote.subscribe("new_heads")
+                    backoff = BACKOFF_START_S
+                    await self._catch_up(remote)
+                    async for head in heads:
+                        self.status.source_height = int(head["height"])
+                        if self.status.source_height > self.store.height:
+                            await self._catch_up(remote)
+                    # The channel closed: the connection dropped or we fell behind; reconnect.
+            except InvalidBlock as invalid:
+                self.halt(invalid)
+            except (RemoteUnavailable, RemoteCallError, ValueError, KeyError) as error:
+                log_event(
+                    logger,
+                    "follower.disconnected",
+                    level=logging.WARNING,
+                    source=self.source_url,
+                    error=str(error),
+                    retry_s=backoff,
+                )
+            finally:
+                self.remote = None
+            if self.status.mode != "halted":
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+        await trio.sleep_forever()
+
+    async def _catch_up(self, remote: RemoteNode) -> None:
+        while True:
+            reply = await remote.call(
+                "chain_getRawBlocks",
+                from_height=str(self.store.height + 1),
+                count=str(self.batch_blocks),
+            )
+            self.status.source_height = int(reply["head"])
+            blocks = reply["blocks"]
+            if not blocks:
+                self.caught_up.set()
+                return
+            for position, raw in enumerate(blocks):
+                await self._apply(remote, self.store.height + 1, raw)
+                if position % 8 == 7:
+                    await trio.lowlevel.checkpoint()
+
+    async def _apply(self, remote: RemoteNode, height: int, raw_hex: str) -> None:
+        try:
+            block = decode_block(bytes.fromhex(raw_hex))
+        except ValueError as error:
+            raise InvalidBlock(height, f"undecodable block at height {height}: {error}") from None
+        parent = self.status.head
+        started = time.perf_counter()
+        executed = await trio.to_thread.run_sync(
+            execute_block, self.store, self.genesis, parent, block
+        )
+        applied = time.perf_counter()
+        try:
+            header = commit_executed(self.store, executed)
+        except InvalidBlock as invalid:
+            invalid.details = await self._explain(remote, block, executed.writes)
+            raise
+        done = time.perf_counter()
+        self.status.head = header
+        self.status.committed_txs += len(block.txs)
+        if self.metrics:
+            self.metrics.observe_block(
+                height=header.height,
+                txs=len(block.txs),
+                interval_ms=None if parent is None else header.time_ms - parent.time_ms,
+                apply_ms=(applied - started) * 1000,
+                commit_ms=(done - applied) * 1000,
+            )
+        log_event(
+            logger,
+            "follower.applied",
+            level=logging.DEBUG,
+            height=header.height,
+            txs=len(block.txs),
+            root=short_hex(header.state_root),
+        )
+        if self.broadcaster is not None and executed.result is not None:
+            publish_block(
+                self.broadcaster, header, executed.result.receipts, executed.result.events
+            )
+
+    async def _explain(
+        self,
+        remote: RemoteNode,
+        block: Block,
+        writes: dict[bytes, bytes | None],
+    ) -> list[str]:
+        """Ask the source for proofs of the keys this block wrote, at its height, checked
+        against the header's root; the keys whose proven value differs from ours."""
+        height = block.header.height
+        root = block.header.state_root
+        keys = sorted(writes)[:MAX_PROVEN_KEYS]
+        proven: dict[bytes, bytes | None] = {}
+        try:
+            for key in keys:
+                reply = await remote.call("chain_getProof", key=key.hex(), height=str(height))
+                value = None if reply["value"] is None else bytes.fromhex(reply["value"])
+                if not merkle.verify_proof(root, key, value, bytes.fromhex(reply["proof"])):
+                    return [f"the source's proof of {key.hex()} does not verify against the header"]
+                proven[key] = value
+        except (RemoteUnavailable, RemoteCallError, ValueError, KeyError) as error:
+            return [f"could not ask the source for the differing keys: {error}"]
+        return describe_against(keys, writes.get, proven.get)
