@@ -1,9 +1,13 @@
-"""The local devnet: a fresh home from genesis/devnet.json, the sequencer as a child process, an
-oracle feeder (random-walk prices) and trading bots (market makers quoting around the oracle,
-takers crossing, some of them leveraged so funding and liquidations happen), and a live one-line
-status. Ctrl-C stops everything cleanly. Keys are the deterministic devnet labels.
+"""The local devnet: a fresh home from genesis/devnet.json, the sequencer and its followers as
+child processes, an oracle feeder (random-walk prices) and trading bots (market makers quoting
+around the oracle, takers crossing, some of them leveraged so funding and liquidations happen),
+and a live one-line status with every node's height and whether its root agrees. Ctrl-C stops everything cleanly. Keys are the deterministic devnet labels.
 
     ./scripts/devnet [--home .devnet] [--block-time-ms 250] [--duration S] [--rpc-port 9545]
+                     [--followers 2]
+
+The sequencer's home is --home; follower i (a node that re-executes and verifies every block)
+lives in HOME/followers/i and serves its RPC on --rpc-port + 100 x i.
 """
 
 from __future__ import annotations
@@ -179,6 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--orders-per-second", type=int, default=40)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-bots", action="store_true")
+    parser.add_argument(
+        "--followers",
+        type=int,
+        default=2,
+        help="follower nodes that re-execute and verify every block (RPC on port + 100 x i)",
+    )
     args = parser.parse_args(argv)
 
     home = pathlib.Path(args.home)
@@ -192,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"devnet: initialising {home} from {args.genesis}", flush=True)
     init_home(home, genesis)
     (home / MARKER).write_text("created by scripts/devnet; deleted on the next start\n")
+    follower_homes = [home / "followers" / str(i) for i in range(1, args.followers + 1)]
+    for follower_home in follower_homes:
+        init_home(follower_home, genesis, follower=True)
     rpc_url = f"http://127.0.0.1:{args.rpc_port}"
     node = subprocess.Popen(
         node_command(
@@ -206,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         stderr=subprocess.STDOUT,
     )
     client = RpcClient(rpc_url, timeout_s=5)
+    followers: list[tuple[subprocess.Popen[bytes], RpcClient]] = []
     stop = False
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -218,6 +232,25 @@ def main(argv: list[str] | None = None) -> int:
         print("devnet: starting the sequencer ...", flush=True)
         _wait_for_node(client, node, 60)
         print(f"devnet: RPC {rpc_url}  (WebSocket {rpc_url.replace('http', 'ws')}/ws)")
+        for i, follower_home in enumerate(follower_homes, start=1):
+            port = args.rpc_port + 100 * i
+            command = node_command(
+                follower_home,
+                f"127.0.0.1:{port}",
+                f"127.0.0.1:{args.metrics_port + 100 * i}",
+                "--follow",
+                rpc_url,
+            )
+            child = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                stdout=open(follower_home / "node.log", "ab"),  # noqa: SIM115
+                stderr=subprocess.STDOUT,
+            )
+            followers.append((child, RpcClient(f"http://127.0.0.1:{port}", timeout_s=5)))
+        for i, (child, follower_client) in enumerate(followers, start=1):
+            _wait_for_node(follower_client, child, 60)
+            print(f"devnet: follower {i} RPC {follower_client.url}; log {follower_homes[i - 1]}")
         print(
             f"devnet: metrics http://127.0.0.1:{args.metrics_port}/metrics; log {home / 'node.log'}"
         )
@@ -256,18 +289,44 @@ def main(argv: list[str] | None = None) -> int:
                     f"height {status['height']}  {rate:6.1f} tx/s  mode {status['mode']}  "
                     f"OI {oi}  root {status['state_root'][:12]}"
                 )
+                for i, (_, follower_client) in enumerate(followers, start=1):
+                    line += f"  f{i} " + _follower_state(client, follower_client)
                 print("\r" + line.ljust(110), end="", flush=True)
             time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
         print("\ndevnet: stopping", flush=True)
         return 0
     finally:
-        if node.poll() is None:
-            node.send_signal(signal.SIGTERM)
-            try:
-                node.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                node.kill()
+        for child, _ in followers:
+            _stop(child)
+        _stop(node)
+        for i, (child, _) in enumerate(followers, start=1):
+            print(f"devnet: follower {i} stopped (exit {child.returncode})", flush=True)
         print(f"devnet: node stopped (exit {node.returncode})", flush=True)
+
+
+def _stop(child: subprocess.Popen[bytes]) -> None:
+    if child.poll() is None:
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def _follower_state(sequencer: RpcClient, follower: RpcClient) -> str:
+    """`812 ok` (its root equals the sequencer's at its height), `812 DIFFERS`, `halted`."""
+    try:
+        status = follower.call("node_status")
+        if status["mode"] == "halted":
+            return f"{status['height']} HALTED"
+        height = status["height"]
+        if int(height) < 0:
+            return "syncing"
+        theirs = sequencer.call("chain_getBlock", height=height)["header"]["state_root"]
+    except (RpcUnavailable, RpcCallError):
+        return "down"
+    return f"{height} {'ok' if theirs == status['state_root'] else 'DIFFERS'}"
 
 
 if __name__ == "__main__":

@@ -72,3 +72,49 @@ def test_kill_9_never_loses_a_committed_tx(tmp_path: pathlib.Path) -> None:
             node.send_signal(signal.SIGKILL)
             node.wait(timeout=30)
     assert len(committed) > KILLS  # the kills landed among committed work
+
+
+def test_a_follower_killed_at_random_moments_resumes_and_agrees(tmp_path: pathlib.Path) -> None:
+    from tests.e2e.chain import make_chain, roots
+
+    rng = random.Random(11)
+    seq, follower = tmp_path / "seq", tmp_path / "follower"
+    make_chain(seq, 300)  # the follower is killed while catching up, then while following
+    init_home(follower, json.loads(GENESIS.read_text()), follower=True)
+    sequencer, url = spawn_node(seq, "--block-interval-ms", "20")
+    source = RpcClient(url, timeout_s=5)
+    last_height, kills, behind = -1, 12, 0
+    try:
+        for kill in range(kills):
+            node, furl = spawn_node(follower, "--follow", url)
+            client = RpcClient(furl, timeout_s=5)
+            try:
+                height = int(client.call("node_status")["height"])
+                assert height >= last_height, f"kill {kill}: height went back"
+                time.sleep(rng.uniform(0.05, 0.6))
+                status = client.call("node_status")
+                last_height = max(last_height, int(status["height"]))
+                behind += int(status["height"]) < int(status["source_height"] or 0)
+            except RpcUnavailable:
+                pass
+            finally:
+                node.send_signal(signal.SIGKILL)
+                node.wait(timeout=30)
+        node, furl = spawn_node(follower, "--follow", url)
+        client = RpcClient(furl, timeout_s=5)
+        try:
+            target = int(source.call("node_status")["height"])
+            deadline = time.monotonic() + 60
+            while int(client.call("node_status")["height"]) < target:
+                assert time.monotonic() < deadline, "the follower did not catch up"
+                time.sleep(0.1)
+            assert client.call("node_status")["mode"] == "following"
+        finally:
+            node.send_signal(signal.SIGTERM)
+            assert node.wait(timeout=30) == 0
+    finally:
+        sequencer.send_signal(signal.SIGTERM)
+        sequencer.wait(timeout=30)
+    assert last_height > 0 and behind >= 3, (last_height, behind)  # kills mid-catch-up
+    mine = roots(follower)
+    assert len(mine) > 300 and mine == roots(seq)[: len(mine)]
