@@ -1,7 +1,8 @@
 """The local devnet: a fresh home from genesis/devnet.json, the sequencer and its followers as
 child processes, an oracle feeder (random-walk prices) and trading bots (market makers quoting
 around the oracle, takers crossing, some of them leveraged so funding and liquidations happen),
-and a live one-line status with every node's height and whether its root agrees. Ctrl-C stops everything cleanly. Keys are the deterministic devnet labels.
+and a live one-line status with every node's height and whether its root agrees. Ctrl-C stops
+everything cleanly. Keys are the deterministic devnet labels.
 
     ./scripts/devnet [--home .devnet] [--block-time-ms 250] [--duration S] [--rpc-port 9545]
                      [--followers 2]
