@@ -216,7 +216,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from node.ops.incident import compensation_report
 
     with _open_store(args.home) as store:
-        report = compensation_report(store, args.fork)
+        report = compensation_report(store, args.fork, revalued=args.revalued)
     if args.json:
         document = json.dumps(report.to_json(), indent=2, sort_keys=True)
         pathlib.Path(args.json).write_text(document + "\n")
@@ -291,6 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fork", type=int, required=True, help="fork id (see `perpchain forks`)")
     p.add_argument("--json", help="write the report as JSON to this file")
     p.add_argument("--csv", help="write one row per account as CSV to this file")
+    p.add_argument(
+        "--revalued",
+        action="store_true",
+        help="also list accounts the blocks did not touch whose equity differs (oracle moves)",
+    )
     p.set_defaults(func=cmd_report)
     return parser
 

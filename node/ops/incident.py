@@ -652,11 +652,11 @@ def replay_fork(
     fork: Fork,
     restored: MemoryState,
     blocks: list[tuple[Block, BlockReceipts]],
-) -> tuple[MemoryState, set[bytes]]:
+) -> tuple[MemoryState, set[bytes], bytes]:
     """The state at the reverted head: the archived blocks re-applied with the real state
     machine on a copy of the restored state, each height checked against the archive
-    (receipts, events, diffs) and the result against the archived root. Returns the state and
-    every state key the fork changed."""
+    (receipts, events, diffs) and the result against the archived root. Returns the state,
+    every state key the fork changed, and the state's root."""
     state = MemoryState(restored.items())
     changed: set[bytes] = set()
     segment: dict[bytes, bytes | None] = {}  # old values since the last archived diff
@@ -699,7 +699,22 @@ def replay_fork(
             f"the replayed state at {fork.from_height} hashes to {computed.hex()}, "
             f"not the archived root {root.hex() if root else None}"
         )
-    return state, changed
+    return state, changed, computed
+
+
+def _revalued_accounts(
+    restored: MemoryState, reverted: MemoryState, touched: set[bytes]
+) -> set[bytes]:
+    """Accounts the blocks did not touch whose equity still differs: their positions were
+    revalued by oracle updates and funding ticks."""
+    out = set()
+    for state in (restored, reverted):
+        for key, _ in state.iter_prefix(keys.ACCOUNT):
+            account = key[1:]
+            if account not in touched and account not in out:
+                if read_account(restored, account) != read_account(reverted, account):
+                    out.add(account)
+    return out
 
 
 def _accounts_in_keys(changed: Iterable[bytes]) -> set[bytes]:
@@ -715,25 +730,38 @@ def compensation_report(
     fork_id: int,
     *,
     restored: MemoryState | None = None,
+    revalued: bool = False,
 ) -> CompensationReport:
     """Per account touched by the reverted blocks of `fork_id`: what those blocks did to it and
     its equity at the restored height vs at the reverted head (see the module docstring).
 
+    Rows: every account or counterparty of an event of the blocks and every account whose
+    account or position records they changed; with `revalued`, also every other account whose
+    equity differs (positions revalued by oracle and funding moves, nothing done by it).
+
     The restored state is the store's state at fork.to_height (any retained height; usually
-    the head right after the rollback), unless `restored` gives it. The reverted head state
+    the head right after the rollback), unless `restored` gives it (e.g. from a snapshot when
+    that height was pruned; the replay checks it anyway). The reverted head state
     is the replay of the archived blocks on it (`replay_fork`), checked against the archive."""
     fork = get_fork(store, fork_id)
     blocks = list(fork_blocks(store, fork))
+    given = restored is not None
     if restored is None:
         restored = _restored_state(store, fork, blocks[0][0] if blocks else None)
-        if merkle.reference_root(restored.items()) != store.root(fork.to_height):
-            raise IncidentError(f"the state read at {fork.to_height} does not hash to its root")
     restored_root = merkle.reference_root(restored.items())
-    reverted, changed = replay_fork(store, fork, restored, blocks)
-    reverted_root = merkle.reference_root(reverted.items())
+    if not given and restored_root != store.root(fork.to_height):
+        raise IncidentError(f"the state read at {fork.to_height} does not hash to its root")
+    reverted, changed, reverted_root = replay_fork(store, fork, restored, blocks)
     summary = summarize_blocks(blocks)
-    accounts = sorted(set(summary.accounts_touched) | _accounts_in_keys(changed))
-    rows = [_account_row(account, summary, restored, reverted) for account in accounts]
+    touched = set(summary.accounts_touched) | _accounts_in_keys(changed)
+    if revalued:
+        touched |= _revalued_accounts(restored, reverted, touched)
+    accounts = sorted(touched)
+    flows = _flows(summary)
+    rows = [
+        _account_row(account, flows.get(account) or _Flows(), restored, reverted)
+        for account in accounts
+    ]
     totals = {name: sum(getattr(row, name) for row in rows) for name in _TOTAL_FIELDS}
     totals["liquidations"] = sum(len(row.liquidations) for row in rows)
     chain_id = blocks[0][0].header.chain_id if blocks else b""
@@ -748,20 +776,49 @@ def compensation_report(
     )
 
 
+@dataclass(slots=True)
+class _Flows:
+    """What the events of the blocks did to one account (sums in quote atoms)."""
+
+    liquidations: list[Liquidation] = field(default_factory=list)
+    funding_quote: int = 0
+    fees_quote: int = 0
+    deposits_quote: int = 0
+    withdrawals_quote: int = 0
+
+
+def _flows(summary: BlockSummary) -> dict[bytes, _Flows]:
+    """One pass over the summary's lists, per account."""
+    flows: dict[bytes, _Flows] = {}
+
+    def of(account: bytes) -> _Flows:
+        found = flows.get(account)
+        if found is None:
+            found = flows[account] = _Flows()
+        return found
+
+    for liquidation in summary.liquidations:
+        of(liquidation.account).liquidations.append(liquidation)
+    for settlement in summary.funding_settlements:
+        of(settlement.account).funding_quote += settlement.amount_quote
+    for fill in summary.fills:
+        of(fill.taker).fees_quote += fill.taker_fee_quote
+        of(fill.maker).fees_quote += fill.maker_fee_quote
+    for deposit in summary.deposits:
+        of(deposit.account).deposits_quote += deposit.amount_quote
+    for withdrawal in summary.withdrawals:
+        of(withdrawal.account).withdrawals_quote += withdrawal.amount_quote
+    return flows
+
+
 def _account_row(
-    account: bytes, summary: BlockSummary, restored: StateReader, reverted: StateReader
+    account: bytes, flows: _Flows, restored: StateReader, reverted: StateReader
 ) -> AccountCompensation:
-    liquidations = tuple(item for item in summary.liquidations if item.account == account)
+    liquidations = tuple(flows.liquidations)
     penalty = sum(item.penalty_quote for item in liquidations)
     cover = sum(item.insurance_cover_quote for item in liquidations)
-    funding = sum(
-        item.amount_quote for item in summary.funding_settlements if item.account == account
-    )
-    fees = sum(item.taker_fee_quote for item in summary.fills if item.taker == account) + sum(
-        item.maker_fee_quote for item in summary.fills if item.maker == account
-    )
-    deposits = sum(item.amount_quote for item in summary.deposits if item.account == account)
-    withdrawals = sum(item.amount_quote for item in summary.withdrawals if item.account == account)
+    funding, fees = flows.funding_quote, flows.fees_quote
+    deposits, withdrawals = flows.deposits_quote, flows.withdrawals_quote
     before = read_account(restored, account)
     after = read_account(reverted, account)
     # Collateral moves only by trade cash, fees, funding, transfers, penalties and cover, so

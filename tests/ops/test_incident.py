@@ -304,6 +304,21 @@ def test_a_restored_state_the_fork_was_not_built_on_is_refused(incident: Any) ->
         compensation_report(store, 1, restored=state)
 
 
+def test_revalued_adds_the_untouched_accounts_whose_equity_moved(incident: Any) -> None:
+    report = compensation_report(incident["run"].store, 1, revalued=True)
+    short = Chain.key("devnet/trader/2").public_key  # short 2 BTC since height 1, untouched
+    assert short not in {row.account for row in incident["report"].accounts}
+    row = _row(report, short)
+    assert not row.liquidations and row.fees_quote == row.funding_quote == 0
+    assert row.realized_pnl_quote == 0
+    # the oracle fell 2,400 USD; the short also has the tick's funding unsettled (+)
+    assert row.unrealized_reverted_quote - row.unrealized_restored_quote > 2 * 2_400 * USD
+    assert row.difference_quote == row.unrealized_reverted_quote - row.unrealized_restored_quote
+    assert {r.account for r in incident["report"].accounts} < {r.account for r in report.accounts}
+    untouched = Chain.key("devnet/trader/9").public_key  # no position: nothing moved
+    assert untouched not in {r.account for r in report.accounts}
+
+
 def test_unknown_fork_is_refused(incident: Any) -> None:
     with pytest.raises(IncidentError, match="no fork 9"):
         compensation_report(incident["run"].store, 9)
