@@ -349,6 +349,8 @@ def test_cli_forks_and_report(
         assert report.report_hash in out
         assert json.loads(json_path.read_text()) == report.to_json()
         assert csv_path.read_text() == report.to_csv()
+        assert main([*argv, "--revalued"]) == 0
+        assert Chain.key("devnet/trader/2").public_key.hex() in capsys.readouterr().out
         assert main([*argv[:-1], "5"]) == 1
         assert "no fork 5" in capsys.readouterr().err
         assert main(["forks", "--home", str(tmp_path / "nowhere")]) == 1
