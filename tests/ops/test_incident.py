@@ -69,9 +69,8 @@ def _equity(reader: Any, account: bytes) -> int:
     return 0 if summary is None else int(summary["equity_quote"])
 
 
-@pytest.fixture(scope="module")
-def incident(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    home = tmp_path_factory.mktemp("incident") / "home"
+def _produce(home: pathlib.Path) -> tuple[Scenario, SignedTx, bytes]:
+    """Heights 1..6 on a new home: (the run, the deposit tx, the leveraged account)."""
     run = Scenario(home)
     c = run.chain
     t0 = run.time_ms
@@ -109,13 +108,21 @@ def incident(tmp_path_factory: pytest.TempPathFactory) -> Any:
         c.sign(Withdraw, trader(7), amount_quote=10**9 * USD),
         at_ms=t0 + 63_500,
     )
+    return run, deposit, leveraged.public_key
+
+
+@pytest.fixture(scope="module")
+def incident(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    home = tmp_path_factory.mktemp("incident") / "home"
+    run, deposit, leveraged = _produce(home)
+    c = run.chain
     head = run.head.height
     pre_summary = summarize_blocks(store_blocks(run.store, RESTORE + 1, head))
     reverted_equity = {
         bytes.fromhex(a["address"]): _equity(run.store, bytes.fromhex(a["address"]))
         for a in c.doc["accounts"]
     }
-    reverted_equity[leveraged.public_key] = _equity(run.store, leveraged.public_key)
+    reverted_equity[leveraged] = _equity(run.store, leveraged)
     liquidator = bytes.fromhex(c.doc["liquidator"]["address"])
     reverted_equity[liquidator] = _equity(run.store, liquidator)
     result = run.store.rollback_to(RESTORE, reason="funding index corrupted")
@@ -131,7 +138,7 @@ def incident(tmp_path_factory: pytest.TempPathFactory) -> Any:
         "report": report,
         "pre_summary": pre_summary,
         "deposit": deposit,
-        "leveraged": leveraged.public_key,
+        "leveraged": leveraged,
         "liquidator": liquidator,
         "reverted_equity": reverted_equity,
         "restored_equity": restored_equity,
@@ -285,6 +292,24 @@ def test_json_and_csv_are_deterministic(incident: Any) -> None:
 def test_restored_state_after_the_rollback_is_the_pre_incident_market(incident: Any) -> None:
     market = get_market(Overlay(incident["run"].store), BTC)
     assert market is not None and market.oracle_price_quote == 60_000 * USD
+
+
+def test_pruned_heights_inside_the_fork_give_the_same_report(
+    tmp_path: pathlib.Path, incident: Any
+) -> None:
+    """Heights 3 and 4 pruned before the rollback: their diffs are merged into height 5's, so
+    the replay is checked against one merged diff for 3..5."""
+    run, _, _ = _produce(tmp_path / "home")
+    try:
+        run.store.checkpoint("pre-maintenance", height=RESTORE)
+        assert run.store.prune(5) > 0
+        assert RESTORE + 1 not in run.store.retained_heights()
+        run.store.rollback_to(RESTORE, reason="funding index corrupted")
+        assert run.store.archived_record(1, RESTORE + 1, "\x00diff") is None
+        report = compensation_report(run.store, 1)
+        assert report.to_json() == incident["report"].to_json()
+    finally:
+        run.store.close()
 
 
 def test_a_block_committed_after_the_rollback_changes_nothing(incident: Any) -> None:
