@@ -1,5 +1,5 @@
-"""`perpchain`: init | start | status | keys | tx | query. Expected errors print one line and
-exit non-zero (2 usage, 1 failure); tracebacks are for bugs only."""
+"""`perpchain`: init | start | status | keys | tx | query | forks | report. Expected errors
+print one line and exit non-zero (2 usage, 1 failure); tracebacks are for bugs only."""
 
 from __future__ import annotations
 
@@ -186,6 +186,51 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_store(home: str) -> Any:
+    """The node's store, opened directly (offline commands): the node must be stopped."""
+    from node.app import DATA_DIR
+    from node.store import StoreLocked, VersionedStore
+
+    path = pathlib.Path(home) / DATA_DIR
+    if not path.is_dir():
+        raise CliError(f"no store at {path} (is {home} a node home?)")
+    try:
+        return VersionedStore.open(path)
+    except StoreLocked:
+        raise CliError(
+            f"the store at {path} is in use: stop the node first (this command reads the store "
+            "directly)"
+        ) from None
+
+
+def cmd_forks(args: argparse.Namespace) -> int:
+    with _open_store(args.home) as store:
+        forks = store.forks()
+        if not forks:
+            print("no forks: nothing was ever rolled back")
+        for fork in forks:
+            reason = f": {fork.reason}" if fork.reason else ""
+            print(
+                f"fork {fork.fork_id}: heights {fork.to_height + 1}..{fork.from_height} reverted, "
+                f"restored height {fork.to_height}{reason}"
+            )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from node.ops.incident import compensation_report
+
+    with _open_store(args.home) as store:
+        report = compensation_report(store, args.fork, revalued=args.revalued)
+    if args.json:
+        document = json.dumps(report.to_json(), indent=2, sort_keys=True)
+        pathlib.Path(args.json).write_text(document + "\n")
+    if args.csv:
+        pathlib.Path(args.csv).write_text(report.to_csv())
+    print(report.text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="perpchain", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -243,6 +288,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, default=10)
     p.add_argument("--rpc", default=DEFAULT_RPC)
     p.set_defaults(func=cmd_query)
+    p = sub.add_parser("forks", help="list the rollbacks archived in the store (node stopped)")
+    p.add_argument("--home", required=True)
+    p.set_defaults(func=cmd_forks)
+    p = sub.add_parser("report", help="offline reports over the store (node stopped)")
+    reports = p.add_subparsers(dest="report", required=True)
+    p = reports.add_parser(
+        "compensation", help="per account, what the reverted blocks of a fork did (refund list)"
+    )
+    p.add_argument("--home", required=True)
+    p.add_argument("--fork", type=int, required=True, help="fork id (see `perpchain forks`)")
+    p.add_argument("--json", help="write the report as JSON to this file")
+    p.add_argument("--csv", help="write one row per account as CSV to this file")
+    p.add_argument(
+        "--revalued",
+        action="store_true",
+        help="also list accounts the blocks did not touch whose equity differs (oracle moves)",
+    )
+    p.set_defaults(func=cmd_report)
     return parser
 
 

@@ -195,9 +195,10 @@ class Event:
     """A flat event record; unused fields are 0 / b"". Fields by kind:
     FILL: market, account = taker, counterparty = maker, order_id = maker order, ref = taker
     order, size (taker side signed: + bought), price, amount = taker fee, extra = maker fee.
-    LIQUIDATION: account, counterparty = liquidator, size closed (signed, account's side), price,
-    amount = penalty. FUNDING_SETTLED: amount paid to the holder (signed). FUNDING_TICK: ref = seq,
-    amount = new index, extra = rate ppm."""
+    LIQUIDATION, one per closed position: market, account, counterparty = liquidator, size closed
+    (signed, account's side), price (the oracle); then one per liquidated account, without
+    market or counterparty: amount = penalty, extra = insurance cover. FUNDING_SETTLED: amount
+    paid to the holder (signed). FUNDING_TICK: ref = seq, amount = new index, extra = rate ppm."""
 
     TAG: ClassVar[int] = 0x20
     kind: EventKind
