@@ -64,6 +64,15 @@ class RollbackResult(NamedTuple):
     to_height: int
     heights_reverted: int
     rows_removed: int
+    repaired: tuple[bytes, ...] = ()  # keys whose flat row disagreed with the history
+
+
+class FlatDifference(NamedTuple):
+    """A key whose flat row (what reads see) disagrees with its versioned history."""
+
+    key: bytes
+    flat: bytes | None
+    history: bytes | None
 
 
 class Staged(NamedTuple):
@@ -208,9 +217,12 @@ class VersionedStore:
             self._undo_to_marker(marker, None)
         self._height, self._root = self._read_latest()
         node = tree.build_from_pairs(self._iter_flat(b""))
+        self._root_node = node
+        if marker is not None and tree.root_hash(node) != self._root:
+            self.repair_flat()  # a rollback of damaged state: completed from the history
+            node = self._root_node
         if verify_on_open or marker is not None:
             self._check_root(node, self._height, self._root, "on open")
-        self._root_node = node
         self._remember(self._height, node)
         if marker is not None:
             db.write([(schema.META_ROLLBACK, None)], sync=True)
@@ -291,17 +303,7 @@ class VersionedStore:
         for physical, raw in self._db.scan(
             schema.versioned_key(key, height), schema.prefix_end(prefix)
         ):
-            if raw[:1] == b"\x01" and len(raw) >= 9:
-                value = raw[9:]
-                if merkle.value_hash(value)[:8] != raw[1:9]:
-                    raise StoreCorrupted(
-                        f"versioned value of {key!r} at height "
-                        f"{schema.versioned_height(physical)} fails its check bytes"
-                    )
-                return value
-            if raw != b"\x00":
-                raise StoreCorrupted(f"malformed versioned value of {key!r}")
-            return None
+            return self._versioned_value(key, physical, raw)
         return None
 
     def iter_prefix(self, prefix: bytes = b"", start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
@@ -541,11 +543,16 @@ class VersionedStore:
 
     # ------------------------------------------------------------------ rollback
 
-    def rollback_to(self, height: int, *, reason: str = "") -> RollbackResult:
+    def rollback_to(
+        self, height: int, *, reason: str = "", check_flat: bool = False
+    ) -> RollbackResult:
         """Make `height` the head again. Reverted heights are archived under a new fork id.
 
         Re-entrant: a crash at any point is completed by the next open. Checkpoints above
-        `height` are deleted (their state no longer exists on this chain).
+        `height` are deleted (their state no longer exists on this chain). Flat rows that were
+        written around the store are restored from the versioned history when the restored
+        root shows them; `check_flat` also rehashes the whole flat state to find damage the
+        reverted heights never touched (O(state), for an operator's restore).
         """
         self._check_open()
         self._require_retained(height)
@@ -573,14 +580,24 @@ class VersionedStore:
         )
         expected = self._recorded_root(height)
         assert expected is not None
-        self._check_root(node, height, expected, "after rollback")
-        self._db.write([(schema.META_ROLLBACK, None)], sync=True)
-        self._height, self._root, self._root_node = height, expected, node
+        repaired: tuple[bytes, ...] = ()
         for cache in (self._recent, self._rebuilt):
             for stale in [h for h in cache if h > height]:
                 del cache[stale]
+        flat_root = None
+        if check_flat and tree.root_hash(node) == expected:
+            flat_root = parallel.state_root(list(self._iter_flat(b"")))
+        if tree.root_hash(node) != expected or flat_root not in (None, expected):
+            # The flat rows were written around the store (the diffs' old values are what the
+            # flat table held): restore them from the versioned history, which the recorded
+            # roots cover, and require the recorded root again.
+            self._height = height
+            repaired = tuple(d.key for d in self.repair_flat())
+            node = self._root_node
+        self._db.write([(schema.META_ROLLBACK, None)], sync=True)
+        self._height, self._root, self._root_node = height, expected, node
         self._remember(height, node)
-        return RollbackResult(fork_id, from_height, height, heights, rows)
+        return RollbackResult(fork_id, from_height, height, heights, rows, repaired)
 
     def _undo_to_marker(
         self, marker: bytes, undone: dict[bytes, bytes | None] | None
@@ -770,6 +787,83 @@ class VersionedStore:
             ops.append((schema.versioned_key(key, version), None))
             removed += 1
         return removed
+
+    # ------------------------------------------------------------------ history and repair
+
+    def history_get(self, key: bytes, height: int | None = None) -> bytes | None:
+        """The value at `height` (default: head) read from the versioned rows only, never the
+        flat table: what the committed blocks wrote, even if the flat rows were damaged."""
+        self._check_open()
+        _check_key(key)
+        at = self._height if height is None else height
+        self._require_retained(at)
+        return self._versioned_get(key, at)
+
+    def history_state(self, height: int | None = None) -> list[tuple[bytes, bytes]]:
+        """Every live (key, value) at `height` (default: head) from the versioned rows, in key
+        order. O(versions): for verification and repair, not for serving reads."""
+        self._check_open()
+        at = self._height if height is None else height
+        if at >= 0:
+            self._require_retained(at)
+        out: list[tuple[bytes, bytes]] = []
+        last: bytes | None = None
+        for physical, raw in self._db.scan(schema.VERSIONED, schema.prefix_end(schema.VERSIONED)):
+            size = int.from_bytes(physical[1:3], "big")
+            key = physical[3 : 3 + size]
+            if key == last or schema.versioned_height(physical) > at:
+                continue  # an older version of a key already decided, or a newer one
+            last = key
+            value = self._versioned_value(key, physical, raw)
+            if value is not None:
+                out.append((key, value))
+        out.sort()
+        return out
+
+    def flat_differences(self) -> list[FlatDifference]:
+        """Keys whose flat row disagrees with the history at the head: a write that went
+        around the store (damage, a migration that bypassed the writer). Sorted by key."""
+        history = dict(self.history_state())
+        out = []
+        for key, value in self._iter_flat(b""):
+            expected = history.pop(key, None)
+            if expected != value:
+                out.append(FlatDifference(key, value, expected))
+        out.extend(FlatDifference(key, None, value) for key, value in history.items())
+        out.sort()
+        return out
+
+    def repair_flat(self) -> list[FlatDifference]:
+        """Rewrite the flat rows that disagree with the history at the head (one synced batch),
+        rebuild the tree, and check it against the recorded root; StoreCorrupted if the history
+        itself does not hash to it. Returns what was repaired."""
+        differences = self.flat_differences()
+        if differences:
+            self._db.write([(schema.flat_key(d.key), d.history) for d in differences], sync=True)
+        node = tree.build_from_pairs(self._iter_flat(b""))
+        if self._height >= 0:
+            recorded = self._recorded_root(self._height)
+            assert recorded is not None
+            self._check_root(node, self._height, recorded, "after repair from history")
+            self._root = recorded
+        self._root_node = node
+        self._recent.clear()
+        self._rebuilt.clear()
+        self._remember(self._height, node)
+        return differences
+
+    def _versioned_value(self, key: bytes, physical: bytes, raw: bytes) -> bytes | None:
+        if raw[:1] == b"\x01" and len(raw) >= 9:
+            value = raw[9:]
+            if merkle.value_hash(value)[:8] != raw[1:9]:
+                raise StoreCorrupted(
+                    f"versioned value of {key!r} at height "
+                    f"{schema.versioned_height(physical)} fails its check bytes"
+                )
+            return value
+        if raw != b"\x00":
+            raise StoreCorrupted(f"malformed versioned value of {key!r}")
+        return None
 
     # ------------------------------------------------------------------ verification
 
