@@ -336,3 +336,30 @@ def test_an_existing_store_is_never_overwritten(source: dict[str, Any]) -> None:
         import_snapshot(source["head_file"], data_dir, genesis=source["genesis"])
     assert sorted(p.name for p in data_dir.iterdir()) == before
     assert not list(source["home"].glob(".data.import-*"))
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_export_and_import(
+    source: dict[str, Any], tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from node.cli.main import main
+
+    home, out = source["home"], tmp_path / "cli.snap"
+    export = ["snapshot", "export", "--home", str(home), "--height", "3", "--out", str(out)]
+    with VersionedStore.open(home / DATA_DIR):  # as a running node holds it
+        assert main(export) == 1
+    assert "stop the node first" in capsys.readouterr().err and not out.exists()
+    assert main(export) == 0
+    assert "exported height 3 of chain perpchain-devnet-1" in capsys.readouterr().out
+
+    fresh = _fresh_home(source, "cli-import")
+    assert main(["snapshot", "import", str(out), "--home", str(fresh)]) == 0
+    assert "imported height 3" in capsys.readouterr().out
+    with VersionedStore.open(fresh / DATA_DIR) as store:
+        assert reconcile(store, source["genesis"]).height == 3
+    for home_dir, message in ((fresh, "not empty"), (tmp_path / "bare", "no genesis.json")):
+        assert main(["snapshot", "import", str(out), "--home", str(home_dir)]) == 1
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err
