@@ -16,6 +16,8 @@ Open: the tree is rebuilt from the flat table and its root must equal the record
 head, so a store that opens is a store whose state verifies (tampering fails loudly here).
 Rollback writes a progress marker, then undoes heights newest-first in atomic chunks, each
 leaving a valid committed version; a crash mid-way is finished by the next `open`.
+Import (`import_state`, for snapshots) fills an empty store at a base height behind a sealed
+marker that `open` refuses, and writes `latest` last, once the root is the expected one.
 See docs/STORE.md for the design and its departures from DESIGN.md.
 """
 
