@@ -42,3 +42,11 @@ def test_store_bench_reports_every_figure() -> None:
         pytest.skip("py-trie (bench extra) not installed: peer columns not checked")
     peer = report["peer"]
     assert isinstance(peer, dict) and peer["updates_per_s"] > 0
+
+
+def test_snapshot_bench_reports_every_figure() -> None:
+    report = _run("benchmarks.snapshot", "--keys", "3000")
+    figures = report["snapshot"]
+    assert isinstance(figures, dict)
+    for field in ("export_head_keys_per_s", "export_old_keys_per_s", "import_keys_per_s"):
+        assert isinstance(figures[field], int) and figures[field] > 0, field

@@ -1,5 +1,5 @@
-"""`perpchain`: init | start | status | keys | tx | query | forks | report. Expected errors
-print one line and exit non-zero (2 usage, 1 failure); tracebacks are for bugs only."""
+"""`perpchain`: init | start | status | keys | tx | query | snapshot | forks | report. Expected
+errors print one line and exit non-zero (2 usage, 1 failure); tracebacks are for bugs only."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from node.client import RpcCallError, RpcClient, RpcUnavailable
 from node.core.crypto import SigningKey
 from node.core.records import OrderKind, Side, TimeInForce
 from node.core.txs import CancelAll, CancelOrder, Deposit, PlaceOrder, Withdraw, sign_tx
-from node.store.errors import StoreError
+from node.store.errors import StoreError, StoreLocked
 
 DEFAULT_RPC = "http://127.0.0.1:9545"
 
@@ -228,6 +228,65 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.csv:
         pathlib.Path(args.csv).write_text(report.to_csv())
     print(report.text())
+class _ProgressLine:
+    """`snapshot: N pairs` on stderr, at most once a second, for long exports and imports."""
+
+    def __init__(self, verb: str) -> None:
+        self.verb = verb
+        self.last = time.monotonic()
+        self.shown = False
+
+    def __call__(self, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if now - self.last >= 1.0:
+            self.last = now
+            self.shown = True
+            print(f"\rsnapshot: {self.verb} {done:,} pairs", end="", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.shown:
+            print(file=sys.stderr)
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from node.app import DATA_DIR, load_genesis
+    from node.ops.snapshot import export_snapshot, import_snapshot
+    from node.store import VersionedStore
+
+    home = pathlib.Path(args.home)
+    if args.action == "export":
+        if not (home / DATA_DIR).is_dir():
+            raise CliError(f"{home} holds no store ({DATA_DIR}/ is missing)")
+        try:
+            store = VersionedStore.open(home / DATA_DIR)
+        except StoreLocked:
+            raise CliError(
+                f"the store in {home} is in use (is the node running?): stop the node first"
+            ) from None
+        progress = _ProgressLine("exported")
+        with store:
+            info = export_snapshot(store, args.height, args.out, progress)
+        progress.done()
+        print(
+            f"exported height {info.height} of chain {info.chain_id.decode()}: {info.pairs:,} "
+            f"pairs in {info.chunks} chunks, {info.file_bytes:,} bytes, state root "
+            f"{info.state_root.hex()} -> {args.out}"
+        )
+        return 0
+    if not (home / "genesis.json").exists():
+        raise CliError(
+            f"{home} has no genesis.json: create the home with `perpchain init --genesis FILE "
+            f"--home {home}`, remove {home / DATA_DIR}, then import"
+        )
+    progress = _ProgressLine("imported")
+    info = import_snapshot(
+        args.file, home / DATA_DIR, genesis=load_genesis(home), progress=progress
+    )
+    progress.done()
+    print(
+        f"imported height {info.height} of chain {info.chain_id.decode()}: {info.pairs:,} pairs, "
+        f"state root {info.state_root.hex()}, block {info.block_hash.hex()} into {home / DATA_DIR}"
+    )
     return 0
 
 
@@ -306,6 +365,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="also list accounts the blocks did not touch whose equity differs (oracle moves)",
     )
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("snapshot", help="export or import the state of one height (node stopped)")
+    actions = p.add_subparsers(dest="action", required=True)
+    q = actions.add_parser("export", help="write the state at a height to a snapshot file")
+    q.add_argument("--home", required=True)
+    q.add_argument("--height", type=int, help="default: the head")
+    q.add_argument("--out", required=True)
+    q.set_defaults(func=cmd_snapshot)
+    q = actions.add_parser(
+        "import", help="create HOME/data from a snapshot (HOME from `init`, data/ removed)"
+    )
+    q.add_argument("file")
+    q.add_argument("--home", required=True)
+    q.set_defaults(func=cmd_snapshot)
     return parser
 
 

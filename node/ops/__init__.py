@@ -1,2 +1,5 @@
-"""OPERATIONS: operator workflows over the store and the state machine (verify, rollback,
-compensation report, snapshots). May import node.{core,store,chain,ops,log,config}."""
+"""OPS: operator workflows over the store and the state machine (snapshots, verify, rollback,
+compensation report).
+
+May import node.core, node.store, node.chain, node.log and node.config; never rpc, cli or app.
+"""

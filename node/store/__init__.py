@@ -6,6 +6,7 @@ May import node.core.{codec,crypto,merkle,errors} and plyvel; nothing from chain
 from node.store.backend import Backend, LevelDBBackend, MemoryBackend
 from node.store.errors import (
     HeightUnavailable,
+    ImportRefused,
     StaleWriter,
     StoreCorrupted,
     StoreError,
@@ -18,6 +19,7 @@ __all__ = [
     "Checkpoint",
     "Fork",
     "HeightUnavailable",
+    "ImportRefused",
     "LevelDBBackend",
     "MemoryBackend",
     "RollbackResult",

@@ -23,3 +23,8 @@ class StoreCorrupted(StoreError):
 
 class StaleWriter(StoreError):
     """A commit carried a fencing epoch older than the store's: a stale writer was fenced off."""
+
+
+class ImportRefused(StoreError, ValueError):
+    """A state import was refused: the store is not empty, the keys are not strictly ascending,
+    or the pairs do not hash to the expected root. Nothing of it is left in the store."""

@@ -1,7 +1,9 @@
 """Physical key layout of the store: every LevelDB key is built here. Imports nothing from node.
 
 - `m` + name: meta. `latest` = (height, root), written last in every commit batch; `format`;
-  `epoch` (fencing); `floor` (last prune point); `rollback` (progress marker); `fork_seq`.
+  `epoch` (fencing); `floor` (last prune point, or the base height of an imported state);
+  `rollback` (progress marker); `fork_seq`; `import` (sealed msgpack [height, root]: a state
+  import in progress, present only until its last batch, which writes `latest`).
 - `f` + key: the flat latest state, the current value of each key.
 - `v` + len(key):u16 + key + ~height:u64: a versioned value, `\\x01` + value_hash[:8] + value,
   or `\\x00` for a deletion.
@@ -37,6 +39,7 @@ META_EPOCH = b"mepoch"
 META_FLOOR = b"mfloor"
 META_ROLLBACK = b"mrollback"
 META_FORK_SEQ = b"mfork_seq"
+META_IMPORT = b"mimport"
 FORMAT = b"perpchain-store/3"  # 2: diffs carry check bytes; 3: every row no root covers does
 
 FLAT = b"f"

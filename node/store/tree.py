@@ -99,6 +99,13 @@ def build_from_pairs(pairs: Iterable[tuple[bytes, bytes]]) -> Node:
     return build(leaves)
 
 
+def build_from_changes(changes: Iterable[Change]) -> Node:
+    """A whole tree from changes that all carry a value hash (keys unique), in any order."""
+    leaves = [_leaf(change) for change in changes]
+    leaves.sort(key=lambda leaf: leaf[1])
+    return build(leaves)
+
+
 def update(root: Node, changes: list[Change]) -> Node:
     """A new root with `changes` applied (sorted by key hash, unique); `root` is unchanged."""
     if not changes:

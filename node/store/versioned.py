@@ -16,6 +16,8 @@ Open: the tree is rebuilt from the flat table and its root must equal the record
 head, so a store that opens is a store whose state verifies (tampering fails loudly here).
 Rollback writes a progress marker, then undoes heights newest-first in atomic chunks, each
 leaving a valid committed version; a crash mid-way is finished by the next `open`.
+Import (`import_state`, for snapshots) fills an empty store at a base height behind a sealed
+marker that `open` refuses, and writes `latest` last, once the root is the expected one.
 See docs/STORE.md for the design and its departures from DESIGN.md.
 """
 
@@ -23,10 +25,11 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import itertools
 import os
 from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import msgpack
@@ -34,13 +37,20 @@ import msgpack
 from node.core import merkle
 from node.store import parallel, schema, tree
 from node.store.backend import Backend, LevelDBBackend, Op
-from node.store.errors import HeightUnavailable, StaleWriter, StoreCorrupted, StoreError
+from node.store.errors import (
+    HeightUnavailable,
+    ImportRefused,
+    StaleWriter,
+    StoreCorrupted,
+    StoreError,
+)
 
 MAX_KEY_BYTES = 256
 MAX_VALUE_BYTES = 1 << 20
 MAX_RECORD_NAME_BYTES = 64
 MAX_RECORD_BYTES = 64 << 20
 ROLLBACK_ROWS_PER_BATCH = 50_000
+IMPORT_PAIRS_PER_BATCH = 10_000  # 2 rows each: bounded memory and batch size for import_state
 # The in-memory tree is a large graph of acyclic tuples: reference counting frees every node,
 # but CPython's cyclic collector still walks them all on each full collection (~0.2 s per 100k
 # keys, every ~10 blocks at default thresholds: a third of commit time on the block benchmark).
@@ -210,6 +220,12 @@ class VersionedStore:
             raise StoreError(
                 f"unsupported store format {fmt!r} (this node reads {schema.FORMAT!r})"
             )
+        pending_import = db.get(schema.META_IMPORT)
+        if pending_import is not None:
+            raise StoreCorrupted(
+                "an interrupted state import left this store incomplete "
+                f"({self._describe_import(pending_import)}): delete it and import again"
+            )
         epoch = db.get(schema.META_EPOCH)
         self._epoch = 0 if epoch is None else schema.read_u64(epoch)
         marker = db.get(schema.META_ROLLBACK)
@@ -226,6 +242,14 @@ class VersionedStore:
         self._remember(self._height, node)
         if marker is not None:
             db.write([(schema.META_ROLLBACK, None)], sync=True)
+
+    @staticmethod
+    def _describe_import(raw: bytes) -> str:
+        try:
+            height, root = _unpack(_unseal(raw, "import marker"), "import marker")
+            return f"height {height}, root {bytes(root).hex()}"
+        except (StoreCorrupted, TypeError, ValueError):
+            return "damaged import marker"
 
     def _read_latest(self) -> tuple[int, bytes]:
         raw = self._db.get(schema.META_LATEST)
@@ -316,6 +340,52 @@ class VersionedStore:
         first = schema.flat_key(max(prefix, start))
         for physical, value in self._db.scan(first, schema.prefix_end(schema.flat_key(prefix))):
             yield physical[1:], value
+
+    def iter_state(self, height: int | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Every live (key, value) of the state at `height` (default: the head), ascending.
+
+        The head streams the flat table. An older retained height streams the flat table
+        with the values of the keys changed since `height` replaced by their old values from
+        the diffs (memory grows with what changed since, not with the state). The height is
+        checked now (HeightUnavailable), and the LevelDB iterator is opened now, so the pairs
+        are those of the state as of this call even if commits follow.
+        """
+        self._check_open()
+        if height is not None:
+            self._require_retained(height)
+        flat = self._db.scan(schema.FLAT, schema.prefix_end(schema.FLAT))
+        if height is None or height == self._height:
+            return ((physical[1:], value) for physical, value in flat)
+        olds: dict[bytes, bytes | None] = {}
+        for undo in reversed(self._heights_between(height, self._height)):  # newest first
+            for ns, key, flag, old in self._read_diff(undo):
+                if ns == schema.NS_STATE:
+                    olds[key] = old if flag == _PRESENT else None
+        return self._merge_flat(flat, sorted(olds.items()))
+
+    @staticmethod
+    def _merge_flat(
+        flat: Iterator[tuple[bytes, bytes]], overrides: list[tuple[bytes, bytes | None]]
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """The flat rows with `overrides` (sorted; None: absent) applied, in key order."""
+        position, count = 0, len(overrides)
+        for physical, value in flat:
+            key = physical[1:]
+            while position < count and overrides[position][0] < key:
+                other, old = overrides[position]
+                position += 1
+                if old is not None:
+                    yield other, old
+            if position < count and overrides[position][0] == key:
+                old = overrides[position][1]
+                position += 1
+                if old is not None:
+                    yield key, old
+                continue
+            yield key, value
+        for other, old in overrides[position:]:
+            if old is not None:
+                yield other, old
 
     def prove(self, key: bytes, height: int | None = None) -> bytes:
         """Canonical inclusion or non-inclusion proof of `key` against `root(height)`."""
@@ -468,11 +538,7 @@ class VersionedStore:
         diff.sort()
         ops.append((schema.diff_key(staged.height), _encode_diff(diff)))
         for name, blob in (records or {}).items():
-            raw_name = _check_name(name)
-            if raw_name[:1] == b"\x00":
-                raise ValueError(f"record name {name!r}: names starting with NUL are reserved")
-            if type(blob) is not bytes or len(blob) > MAX_RECORD_BYTES:
-                raise ValueError(f"record {name!r} must be bytes of at most {MAX_RECORD_BYTES}")
+            raw_name = self._check_record(name, blob)
             ops.append((schema.record_key(staged.height, raw_name), _seal(blob)))
         height, root = staged.height, staged.root
         ops.append((schema.root_key(height), _seal(root)))
@@ -481,6 +547,126 @@ class VersionedStore:
         self._height, self._root, self._root_node = height, root, staged.node
         self._remember(height, staged.node)
         return root
+
+    # ------------------------------------------------------------------ import
+
+    def import_state(
+        self,
+        pairs: Iterable[tuple[bytes, bytes]],
+        *,
+        height: int,
+        expected_root: bytes,
+        records: Mapping[str | bytes, bytes] | None = None,
+        index: Mapping[bytes, bytes | None] | None = None,
+    ) -> None:
+        """Bootstrap an EMPTY store with the state of `height` (a snapshot): afterwards it is
+        a store whose lowest retained height is `height` (heights below read as pruned).
+
+        `pairs` must come in strictly ascending key order (ImportRefused otherwise); they are
+        written in bounded batches (flat and versioned rows) after a sealed `import` marker,
+        while the tree is built. The root must equal `expected_root` (ImportRefused
+        otherwise). Then ONE synced batch writes the records and index entries of `height`,
+        an empty diff, the root, `floor` = height, removes the marker and, last, `latest`.
+        A crash before that batch leaves the marker, which `open` refuses with a clear
+        StoreCorrupted; a refused import removes what it wrote (the store is empty again).
+        """
+        self._check_open()
+        if type(height) is not int or not 0 <= height <= schema.U64_MASK >> 1:
+            raise ValueError(f"height={height!r} must be a non-negative int")
+        if type(expected_root) is not bytes or len(expected_root) != 32:
+            raise ValueError("expected_root must be 32 bytes")
+        if self._height != -1 or not self._holds_only_meta():
+            raise ImportRefused(
+                f"a state import needs an empty store; this one is at height {self._height}"
+            )
+        final: list[Op] = []
+        for name, blob in (records or {}).items():
+            final.append((schema.record_key(height, self._check_record(name, blob)), _seal(blob)))
+        entries = sorted((_check_key(k), _check_value(k, v)) for k, v in (index or {}).items())
+        for key, value in entries:
+            if value is not None:
+                final.append((schema.INDEX + key, _seal(value)))
+        self._db.write([(schema.META_IMPORT, _seal(_pack([height, expected_root])))], sync=True)
+        try:
+            node = tree.build_from_changes(self._import_rows(pairs, height))
+            root = tree.root_hash(node)
+            if root != expected_root:
+                raise ImportRefused(
+                    f"imported state of height {height} hashes to {root.hex()}, "
+                    f"expected {expected_root.hex()}"
+                )
+            final += [
+                (schema.diff_key(height), _encode_diff([])),
+                (schema.root_key(height), _seal(root)),
+                (schema.META_FLOOR, schema.u64(height)),
+                (schema.META_IMPORT, None),
+                (schema.META_LATEST, _pack([height, root])),  # last: the commit point
+            ]
+            self._db.write(final, sync=True)
+        except BaseException:
+            self._discard_import()
+            raise
+        self._height, self._root, self._root_node = height, root, node
+        self._remember(height, node)
+
+    def _import_rows(
+        self, pairs: Iterable[tuple[bytes, bytes]], height: int
+    ) -> Iterator[tree.Change]:
+        """Check each pair, write flat + versioned rows in bounded unsynced batches (the final
+        synced batch of import_state makes them durable with it), yield its tree change."""
+        ops: list[Op] = []
+        previous = b""
+        for key, value in pairs:
+            _check_key(key)
+            if key <= previous:
+                raise ImportRefused(
+                    f"key {key!r} after {previous!r}: keys must be strictly ascending"
+                )
+            if _check_value(key, value) is None:
+                raise ValueError(f"value of {key!r} is None: a state holds live pairs only")
+            previous = key
+            change = tree.make_change(key, value)
+            vh = change[2]
+            assert vh is not None
+            ops.append((schema.FLAT + key, value))
+            ops.append((schema.versioned_key(key, height), b"\x01" + vh[:8] + value))
+            if len(ops) >= 2 * IMPORT_PAIRS_PER_BATCH:
+                self._db.write(ops, sync=False)
+                ops = []
+            yield change
+        if ops:
+            self._db.write(ops, sync=False)
+
+    def _holds_only_meta(self) -> bool:
+        """No rows but meta rows (format, epoch): nothing was ever committed or imported."""
+        meta = schema.META_LATEST[:1]
+        for start, stop in ((b"", meta), (schema.prefix_end(meta) or b"", None)):
+            if next(iter(self._db.scan(start, stop)), None) is not None:
+                return False
+        return self._db.get(schema.META_IMPORT) is None
+
+    def _discard_import(self) -> None:
+        """Remove the rows of a refused import in bounded batches, then its marker."""
+        for prefix in (schema.FLAT, schema.VERSIONED):
+            while True:
+                rows = self._db.scan(prefix, schema.prefix_end(prefix))
+                batch: list[Op] = [
+                    (physical, None)
+                    for physical, _ in itertools.islice(rows, 2 * IMPORT_PAIRS_PER_BATCH)
+                ]
+                if not batch:
+                    break
+                self._db.write(batch, sync=False)
+        self._db.write([(schema.META_IMPORT, None)], sync=True)
+
+    @staticmethod
+    def _check_record(name: str | bytes, blob: object) -> bytes:
+        raw_name = _check_name(name)
+        if raw_name[:1] == b"\x00":
+            raise ValueError(f"record name {name!r}: names starting with NUL are reserved")
+        if type(blob) is not bytes or len(blob) > MAX_RECORD_BYTES:
+            raise ValueError(f"record {name!r} must be bytes of at most {MAX_RECORD_BYTES}")
+        return raw_name
 
     def advance_epoch(self) -> int:
         """Start a new fencing epoch (durably); writers holding the old one are refused."""

@@ -2,7 +2,8 @@
 
 Random commits, deletes, reopens, checkpoints, prunes and rollbacks (hypothesis state machine);
 after every step the head root is the reference root of the model, and every retained height
-reads, proves and roots exactly as the model says; dropped heights raise HeightUnavailable.
+reads, proves, roots and iterates (`iter_state`) exactly as the model says; dropped heights
+raise HeightUnavailable.
 """
 
 from __future__ import annotations
@@ -110,17 +111,19 @@ class StoreModel(RuleBasedStateMachine):
         for height, state in self.states.items():
             root = store.root(height)
             assert root == merkle.reference_root(state.items())
+            assert list(store.iter_state(height)) == sorted(state.items())
             for key in KEYS:
                 assert store.get(key, height) == state.get(key)
                 assert merkle.verify_proof(root, key, state.get(key), store.prove(key, height))
         for height in range(-1, self.head + 2):
             if height not in self.states:
-                try:
-                    store.get(KEYS[0], height)
-                except HeightUnavailable:
-                    pass
-                else:
-                    raise AssertionError(f"height {height} should be unavailable")
+                for read in (lambda h: store.get(KEYS[0], h), store.iter_state):
+                    try:
+                        read(height)
+                    except HeightUnavailable:
+                        pass
+                    else:
+                        raise AssertionError(f"height {height} should be unavailable")
 
 
 StoreModel.TestCase.settings = settings(max_examples=60, stateful_step_count=25, deadline=None)
