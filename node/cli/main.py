@@ -228,6 +228,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.csv:
         pathlib.Path(args.csv).write_text(report.to_csv())
     print(report.text())
+    return 0
+
+
 class _ProgressLine:
     """`snapshot: N pairs` on stderr, at most once a second, for long exports and imports."""
 
