@@ -702,6 +702,28 @@ def replay_fork(
     return state, changed, computed
 
 
+def archived_fork_head(
+    store: VersionedStore,
+    fork: Fork,
+    restored: MemoryState,
+    head: dict[bytes, bytes | None],
+) -> tuple[MemoryState, set[bytes], bytes]:
+    """The state at the reverted head: the restored state with the archived head values of
+    every key the fork changed, checked against the archived root. No re-execution, so it also
+    works for blocks that were built on state damaged outside blocks (the incident)."""
+    state = MemoryState(restored.items())
+    changed = set(head)  # every key some reverted height changed (perhaps back again)
+    state.apply(sorted(head.items()))
+    root = store.archived_record(fork.fork_id, fork.from_height, schema.ARCHIVED_ROOT)
+    computed = merkle.reference_root(state.items())
+    if root != computed:
+        raise IncidentError(
+            f"the reverted head state of fork {fork.fork_id} hashes to {computed.hex()}, "
+            f"not the archived root {root.hex() if root else None}"
+        )
+    return state, changed, computed
+
+
 def _revalued_accounts(
     restored: MemoryState, reverted: MemoryState, touched: set[bytes]
 ) -> set[bytes]:
@@ -751,7 +773,22 @@ def compensation_report(
     restored_root = merkle.reference_root(restored.items())
     if not given and restored_root != store.root(fork.to_height):
         raise IncidentError(f"the state read at {fork.to_height} does not hash to its root")
-    reverted, changed, reverted_root = replay_fork(store, fork, restored, blocks)
+    base = blocks_db.get_block(store, fork.to_height) if fork.to_height <= store.height else None
+    if (
+        base is not None
+        and blocks
+        and blocks[0][0].header.parent_hash == header_hash(base.header)
+        and restored_root != base.header.state_root
+    ):
+        raise IncidentError(
+            f"the restored state hashes to {restored_root.hex()}, not the state root "
+            f"{base.header.state_root.hex()} of block {fork.to_height} the fork was built on"
+        )
+    head = store.archived_head(fork_id)
+    if head is not None:
+        reverted, changed, reverted_root = archived_fork_head(store, fork, restored, head)
+    else:  # a fork archived without its head values: re-execute its blocks
+        reverted, changed, reverted_root = replay_fork(store, fork, restored, blocks)
     summary = summarize_blocks(blocks)
     touched = set(summary.accounts_touched) | _accounts_in_keys(changed)
     if revalued:

@@ -57,6 +57,9 @@ NS_INDEX = 1  # a diff entry of the non-Merkleized index
 
 ARCHIVED_DIFF = b"\x00diff"
 ARCHIVED_ROOT = b"\x00root"
+ARCHIVED_HEAD = (
+    b"\x00head"  # under the reverted head: [[key, value | None]] of every key it changed
+)
 
 _U64 = struct.Struct(">Q")
 _U16 = struct.Struct(">H")

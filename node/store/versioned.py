@@ -757,6 +757,12 @@ class VersionedStore:
         for cp in self.checkpoints():
             if cp.height > height:
                 ops.append((schema.checkpoint_key(_check_name(cp.name)), None))
+        ops.append(
+            (
+                schema.archive_key(fork_id, self._height, schema.ARCHIVED_HEAD),
+                _seal(_pack(self._head_values_since(height))),
+            )
+        )
         self._db.write(ops, sync=True)
         from_height = self._height
         undone: dict[bytes, bytes | None] = {}
@@ -873,6 +879,30 @@ class VersionedStore:
         ops.append((schema.diff_key(height), None))
         ops.append((schema.root_key(height), None))
         return rows
+
+    def _head_values_since(self, height: int) -> list[list[Any]]:
+        """[key, value at the head | None] for every state key changed above `height`, from the
+        history (what the reverted blocks committed), in key order: archived with a rollback so
+        the reverted head's state stays readable (compensation) without re-executing."""
+        touched: set[bytes] = set()
+        for h in self._retained_from(height + 1):
+            if h > self._height:
+                break
+            for ns, key, _, _ in self._read_diff(h):
+                if ns == schema.NS_STATE:
+                    touched.add(key)
+        return [[key, self._versioned_get(key, self._height)] for key in sorted(touched)]
+
+    def archived_head(self, fork_id: int) -> dict[bytes, bytes | None] | None:
+        """The reverted head's value of every state key the fork changed (None: absent), or
+        None for a fork archived before this row existed."""
+        for fork in self.forks():
+            if fork.fork_id == fork_id:
+                raw = self.archived_record(fork_id, fork.from_height, schema.ARCHIVED_HEAD)
+                if raw is None:
+                    return None
+                return {key: value for key, value in _unpack(raw, "archived head")}
+        return None
 
     def forks(self) -> list[Fork]:
         """Every rollback, oldest first."""

@@ -20,7 +20,7 @@ from node.core.blocks import BlockEnv, BlockHeader, BlockReceipts
 from node.core.crypto import SigningKey
 from node.core.records import OrderKind, Side, TimeInForce
 from node.core.transition import apply_block
-from node.core.txs import PlaceOrder, SignedTx, sign_tx
+from node.core.txs import OracleUpdate, PlaceOrder, PricePoint, SignedTx, sign_tx
 from node.rpc.server import BoundListeners
 from node.store import VersionedStore, blocks_db
 
@@ -65,12 +65,24 @@ class OrderFlow:
         return out
 
 
-def extend_chain(home: pathlib.Path, blocks: int, *, seed: int = 1, txs_per_block: int = 6) -> int:
-    """Produce `blocks` more blocks in the home's store, as the producer would; the new head."""
+def extend_chain(
+    home: pathlib.Path,
+    blocks: int,
+    *,
+    seed: int = 1,
+    txs_per_block: int = 6,
+    block_ms: int = 250,
+    oracle: bool = False,
+    verify_on_open: bool = True,
+    invariants: bool = True,
+) -> int:
+    """Produce `blocks` more blocks in the home's store, as the producer would; the new head.
+    With `oracle`, each block starts with a fresh oracle update (so funding accrues)."""
     key = load_key(home, PRODUCER_KEY_FILE, "PERPCHAIN_PRODUCER_KEY")
     assert key is not None
     flow = OrderFlow(seed)
-    with VersionedStore.open(home / "data") as store:
+    oracle_key = SigningKey.from_label("devnet/oracle")
+    with VersionedStore.open(home / "data", verify_on_open=verify_on_open) as store:
         head = blocks_db.get_block(store, store.height)
         assert head is not None
         parent: BlockHeader = head.header
@@ -78,12 +90,22 @@ def extend_chain(home: pathlib.Path, blocks: int, *, seed: int = 1, txs_per_bloc
         from node.core.view import Overlay, get_nonces
 
         flow.nonces = [get_nonces(Overlay(store), k.public_key).base_nonce for k in flow.keys]
+        oracle_nonce = get_nonces(Overlay(store), oracle_key.public_key).base_nonce
         for _ in range(blocks):
             txs = flow.orders(txs_per_block)
             env = BlockEnv(
-                chain_id=CHAIN_ID, height=parent.height + 1, time_ms=parent.time_ms + 250
+                chain_id=CHAIN_ID, height=parent.height + 1, time_ms=parent.time_ms + block_ms
             )
-            result = apply_block(store, env, txs)
+            if oracle:
+                price = (60_000 + flow.rng.randint(-30, 30)) * USD
+                update = OracleUpdate(
+                    nonce=oracle_nonce,
+                    time_ms=env.time_ms - 1,
+                    prices=(PricePoint(market_id=1, price_quote=price),),
+                )
+                txs.insert(0, sign_tx(update, oracle_key, CHAIN_ID))
+                oracle_nonce += 1
+            result = apply_block(store, env, txs, invariants=invariants)
             receipts = BlockReceipts(receipts=result.receipts, block_events=result.events)
             parent = commit_block(
                 store, key, parent, env, result.writes, [t.raw for t in txs], receipts
@@ -91,9 +113,9 @@ def extend_chain(home: pathlib.Path, blocks: int, *, seed: int = 1, txs_per_bloc
         return store.height
 
 
-def make_chain(home: pathlib.Path, blocks: int, *, seed: int = 1) -> int:
+def make_chain(home: pathlib.Path, blocks: int, **options: Any) -> int:
     init_home(home, genesis_doc())
-    return extend_chain(home, blocks, seed=seed)
+    return extend_chain(home, blocks, **options)
 
 
 def node_config(home: pathlib.Path, **overrides: Any) -> NodeConfig:
