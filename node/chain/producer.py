@@ -106,11 +106,12 @@ def commit_block(
     writes: Any,
     txs: list[bytes],
     receipts: BlockReceipts,
+    *,
+    extra_index: dict[bytes, bytes | None] | None = None,
 ) -> BlockHeader:
     """Stage the state, sign the header over the new root, commit everything in one batch."""
-    staged = store.stage(
-        dict(writes), index=blocks_db.tx_index(env.height, [r.tx_hash for r in receipts.receipts])
-    )
+    index = blocks_db.tx_index(env.height, [r.tx_hash for r in receipts.receipts])
+    staged = store.stage(dict(writes), index=index | (extra_index or {}))
     header = sign_header(
         BlockHeader(
             chain_id=env.chain_id,

@@ -186,8 +186,10 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_store(home: str) -> Any:
-    """The node's store, opened directly (offline commands): the node must be stopped."""
+def _open_store(home: str, *, verify_on_open: bool = True) -> Any:
+    """The node's store, opened directly (offline commands): the node must be stopped.
+    Verify and rollback open a damaged store too (verify_on_open=False): they diagnose and
+    repair it."""
     from node.app import DATA_DIR
     from node.store import StoreLocked, VersionedStore
 
@@ -195,7 +197,7 @@ def _open_store(home: str) -> Any:
     if not path.is_dir():
         raise CliError(f"no store at {path} (is {home} a node home?)")
     try:
-        return VersionedStore.open(path)
+        return VersionedStore.open(path, verify_on_open=verify_on_open)
     except StoreLocked:
         raise CliError(
             f"the store at {path} is in use: stop the node first (this command reads the store "
@@ -214,6 +216,108 @@ def cmd_forks(args: argparse.Namespace) -> int:
                 f"fork {fork.fork_id}: heights {fork.to_height + 1}..{fork.from_height} reverted, "
                 f"restored height {fork.to_height}{reason}"
             )
+    return 0
+
+
+class _Progress:
+    """`verify: 150/1000 blocks` on stderr, at most every half second."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.last >= 0.5 or done == total:
+            self.last = now
+            end = "\n" if done == total else ""
+            print(f"\r{self.what}: {done}/{total} blocks", end=end, file=sys.stderr, flush=True)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from node.app import load_genesis
+    from node.ops.verify import verify_chain
+
+    genesis = load_genesis(pathlib.Path(args.home))
+    with _open_store(args.home, verify_on_open=False) as store:
+        try:
+            report = verify_chain(
+                store,
+                genesis,
+                from_height=args.from_height,
+                from_checkpoint=args.from_checkpoint,
+                progress=None if args.json else _Progress("verify"),
+            )
+        except KeyError as error:
+            raise CliError(error.args[0] if error.args else str(error)) from None
+    if args.json:
+        _print(report.to_json())
+    else:
+        print(report.text())
+        if not report.ok:
+            print(_restore_hint(args.home, report.first_invalid))
+    return 0 if report.ok else 3
+
+
+def _restore_hint(home: str, first_invalid: int | None) -> str:
+    with _open_store(home, verify_on_open=False) as store:
+        limit = store.height if first_invalid is None else first_invalid - 1
+        usable = [c for c in store.checkpoints() if c.height <= limit]
+    if first_invalid is None:
+        return (
+            "to restore the flat rows from the history (no block is lost): "
+            f"perpchain rollback --home {home} --repair"
+        )
+    if not usable:
+        return f"no checkpoint at or below height {limit}: perpchain rollback --to-height {limit}"
+    best = max(usable, key=lambda c: c.height)
+    return f"to restore: perpchain rollback --home {home} --to-checkpoint {best.name}"
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from node.app import OPERATOR_KEY_FILE, PRODUCER_KEY_FILE, load_genesis, load_key
+    from node.ops.rollback import apply_rollback, complete_recovery, plan_rollback
+
+    home = pathlib.Path(args.home)
+    genesis = load_genesis(home)
+    with _open_store(args.home, verify_on_open=False) as store:
+        if args.repair:
+            repaired = store.repair_flat()
+            print(f"restored {len(repaired)} flat rows from the history; root {store.root().hex()}")
+            return 0
+        producer = load_key(home, PRODUCER_KEY_FILE, "PERPCHAIN_PRODUCER_KEY")
+        operator = load_key(home, OPERATOR_KEY_FILE, "PERPCHAIN_OPERATOR_KEY")
+        now_ms = time.time_ns() // 1_000_000
+        if args.resume:
+            if producer is None or operator is None:
+                raise CliError("the producer and operator keys are needed (home or environment)")
+            outcome = complete_recovery(
+                store, genesis, producer=producer, operator=operator, time_ms=now_ms
+            )
+            print(outcome.text() if outcome else "no rollback is waiting for its recovery block")
+            return 0
+        plan = plan_rollback(store, to_height=args.to_height, to_checkpoint=args.to_checkpoint)
+        if args.dry_run:
+            if args.json:
+                _print(plan.to_json())
+            else:
+                print(plan.text())
+            return 0
+        if producer is None or operator is None:
+            raise CliError("the producer and operator keys are needed (home or environment)")
+        outcome = apply_rollback(
+            store,
+            genesis,
+            plan,
+            producer=producer,
+            operator=operator,
+            time_ms=now_ms,
+            reason=args.reason,
+        )
+    if args.json:
+        _print(outcome.to_json())
+    else:
+        print(outcome.text())
     return 0
 
 
@@ -368,6 +472,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="also list accounts the blocks did not touch whose equity differs (oracle moves)",
     )
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("verify", help="replay the stored blocks and check every state root")
+    p.add_argument("--home", required=True)
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--from-checkpoint", metavar="NAME")
+    group.add_argument("--from-height", type=int, metavar="H")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_verify)
+    p = sub.add_parser(
+        "rollback", help="restore an earlier height (node stopped; admin_rollback when running)"
+    )
+    p.add_argument("--home", required=True)
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--to-height", type=int, metavar="H")
+    group.add_argument("--to-checkpoint", metavar="NAME")
+    group.add_argument(
+        "--resume", action="store_true", help="commit the recovery block of an interrupted rollback"
+    )
+    group.add_argument(
+        "--repair",
+        action="store_true",
+        help="no rollback: restore flat rows written around the writer from the history",
+    )
+    p.add_argument("--dry-run", action="store_true", help="list what would be undone")
+    p.add_argument("--reason", default="operator rollback")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_rollback)
     p = sub.add_parser("snapshot", help="export or import the state of one height (node stopped)")
     actions = p.add_subparsers(dest="action", required=True)
     q = actions.add_parser("export", help="write the state at a height to a snapshot file")

@@ -62,6 +62,49 @@ class BlockReceipts:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RollbackNotice:
+    """The operator's signed word that the chain was rolled back: followers check it against
+    the genesis operator key, roll back to `to_height` (if they hold the reverted block) and
+    follow the new chain from there."""
+
+    TAG: ClassVar[int] = 0x44
+    chain_id: bytes
+    fork_id: int
+    from_height: int  # the reverted head
+    to_height: int  # the chain resumes on this block ...
+    target_hash: bytes  # ... whose header hash is this
+    reverted_hash: bytes  # header hash of the first reverted block (to_height + 1)
+    reason: bytes
+    operator: bytes
+    signature: bytes  # b"" while unsigned
+
+
+ROLLBACK_DOMAIN = domain("rollback")
+
+
+def sign_notice(notice: RollbackNotice, key: SigningKey) -> RollbackNotice:
+    unsigned = dataclasses.replace(notice, operator=key.public_key, signature=b"")
+    message = signing_bytes(ROLLBACK_DOMAIN, unsigned.chain_id, codec.encode(unsigned))
+    return dataclasses.replace(unsigned, signature=key.sign(message))
+
+
+def verify_notice(notice: RollbackNotice, operator_key: bytes) -> bool:
+    unsigned = dataclasses.replace(notice, signature=b"")
+    message = signing_bytes(ROLLBACK_DOMAIN, notice.chain_id, codec.encode(unsigned))
+    return notice.operator == operator_key and verify_signature(
+        operator_key, notice.signature, message
+    )
+
+
+def encode_notice(notice: RollbackNotice) -> bytes:
+    return codec.encode(notice)
+
+
+def decode_notice(data: bytes) -> RollbackNotice:
+    return codec.decode(data, RollbackNotice)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BlockEnv:
     chain_id: bytes
     height: int

@@ -105,12 +105,24 @@ def extend_chain(
                 )
                 txs.insert(0, sign_tx(update, oracle_key, CHAIN_ID))
                 oracle_nonce += 1
-            result = apply_block(store, env, txs, invariants=invariants)
-            receipts = BlockReceipts(receipts=result.receipts, block_events=result.events)
-            parent = commit_block(
-                store, key, parent, env, result.writes, [t.raw for t in txs], receipts
-            )
+            parent = commit_txs(store, key, parent, txs, env.time_ms, invariants=invariants)
         return store.height
+
+
+def commit_txs(
+    store: VersionedStore,
+    producer: SigningKey,
+    parent: BlockHeader,
+    txs: list[SignedTx],
+    time_ms: int,
+    *,
+    invariants: bool = True,
+) -> BlockHeader:
+    """One block of `txs` on top of `parent` (the store's head), as the producer commits it."""
+    env = BlockEnv(chain_id=CHAIN_ID, height=parent.height + 1, time_ms=time_ms)
+    result = apply_block(store, env, txs, invariants=invariants)
+    receipts = BlockReceipts(receipts=result.receipts, block_events=result.events)
+    return commit_block(store, producer, parent, env, result.writes, [t.raw for t in txs], receipts)
 
 
 def make_chain(home: pathlib.Path, blocks: int, **options: Any) -> int:
