@@ -431,6 +431,9 @@ def apply_tx(
     return Receipt(tx_hash=tx.tx_hash, code=0, events=tuple(events))
 
 
+_CLOSED = (MarketMode.CANCEL_ONLY, MarketMode.HALTED)
+
+
 def begin_block(view: Overlay, env: BlockEnv, params: ChainParams) -> list[Event]:
     """Funding ticks due by the block time, each appended to the market's funding log."""
     totals = get_totals(view)
@@ -442,8 +445,10 @@ def begin_block(view: Overlay, env: BlockEnv, params: ChainParams) -> list[Event
             continue
         dt_ms = env.time_ms - market.last_funding_ms
         price = market.oracle_price_quote
-        if dt_ms > params.max_funding_gap_ms:
-            dt_ms, rate_ppm = 0, 0  # a halt or maintenance gap accrues nothing
+        if dt_ms > params.max_funding_gap_ms or market.mode in _CLOSED:
+            # A gap (halt, maintenance) accrues nothing, nor does a market closed to trading
+            # (CANCEL_ONLY after maintenance or a rollback, HALTED): no one can trade it.
+            dt_ms, rate_ppm = 0, 0
         else:
             bid = best_order(view, market.market_id, Side.BUY)
             ask = best_order(view, market.market_id, Side.SELL)

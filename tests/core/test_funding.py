@@ -91,3 +91,27 @@ def test_a_gap_longer_than_the_maximum_accrues_nothing() -> None:
     assert market.funding_ticks == 1 and market.funding_index_quote == 0
     tick = chain.last.events[0] if chain.last else None
     assert tick is not None and tick.extra == 0
+
+
+def test_a_market_closed_to_trading_accrues_nothing_and_resumes_when_reopened() -> None:
+    from node.core.records import MarketMode
+    from node.core.txs import SetMarketMode
+
+    chain = Chain()
+    a, b = chain.trader(0), chain.trader(1)
+    operator = chain.key("devnet/operator")
+    chain.block(
+        chain.order(a, Side.BUY, UNIT // 1000, 60_100 * USD),
+        chain.order(b, Side.SELL, UNIT // 1000, 60_200 * USD),
+        chain.sign(SetMarketMode, operator, market_id=BTC, mode=MarketMode.CANCEL_ONLY),
+        dt_ms=1_000,
+    )
+    chain.block(dt_ms=60_000)  # a tick inside the maximum gap, but the market is closed
+    market = chain.market(BTC)
+    assert market.funding_ticks == 1 and market.funding_index_quote == 0
+    chain.block(
+        chain.sign(SetMarketMode, operator, market_id=BTC, mode=MarketMode.OPEN), dt_ms=1_000
+    )
+    chain.block(dt_ms=60_000)  # open again: the premium accrues (capped at 1,000 ppm)
+    market = chain.market(BTC)
+    assert market.funding_ticks == 2 and market.funding_index_quote > 0
