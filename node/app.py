@@ -20,6 +20,7 @@ from node.chain.follower import Follower
 from node.chain.mempool import Mempool
 from node.chain.metrics import Metrics
 from node.chain.producer import ChainStatus, Producer, commit_block
+from node.commands import WriterCommands
 from node.config import NodeConfig, default_config_toml
 from node.core.blocks import (
     BlockEnv,
@@ -30,10 +31,8 @@ from node.core.blocks import (
 )
 from node.core.crypto import SigningKey
 from node.core.genesis import Genesis, genesis_writes, parse_genesis
-from node.core.records import MarketMode
-from node.core.txs import SetMarketMode, sign_tx
-from node.core.view import Overlay, get_nonces
 from node.log import log_event, short_hex
+from node.ops.restore import RestoreRefused, startup_check
 from node.rpc.methods import NodeContext, build_tables
 from node.rpc.server import BoundListeners, HealthReport, ensure_admin_token, serve_node_listeners
 from node.store import VersionedStore, blocks_db
@@ -201,36 +200,32 @@ def reconcile(
     return header
 
 
-class WriterCommands:
-    """Admin commands, run on the trio thread between blocks by the producer's owner."""
-
-    def __init__(self, producer: Producer, operator: SigningKey | None, genesis: Genesis) -> None:
-        self.producer = producer
-        self.operator = operator
-        self.genesis = genesis
-        self._next_nonce = 0
-
-    def halt(self, reason: str) -> None:
-        self.producer.halt(reason)
-
-    def resume(self) -> None:
-        self.producer.resume()
-
-    def set_market_mode(self, market_id: int, mode: MarketMode) -> str:
-        if self.operator is None:
-            from node.rpc.jsonrpc import ErrorCode, RpcError
-
-            raise RpcError(ErrorCode.UNAUTHORIZED, "this node holds no operator key")
-        committed = get_nonces(Overlay(self.producer.store), self.operator.public_key).base_nonce
-        self._next_nonce = max(self._next_nonce, committed)  # several commands in one block
-        tx = sign_tx(
-            SetMarketMode(nonce=self._next_nonce, market_id=market_id, mode=mode),
-            self.operator,
-            self.genesis.chain_id,
-        )
-        self._next_nonce += 1
-        self.producer.mempool.push_front(tx)
-        return tx.tx_hash.hex()
+def startup_restore(
+    store: VersionedStore,
+    genesis: Genesis,
+    *,
+    auto_restore: bool,
+    producer: SigningKey,
+    operator: SigningKey | None,
+    now_ms: int,
+    home: pathlib.Path,
+) -> None:
+    """Before producing: finish an interrupted rollback, verify the state (flat rehash, replay
+    from the latest checkpoint) and, on an invalid state, restore it (auto_restore) or refuse
+    with the exact command."""
+    try:
+        for action in startup_check(
+            store,
+            genesis,
+            auto_restore=auto_restore,
+            producer=producer,
+            operator=operator,
+            now_ms=now_ms,
+            home=str(home),
+        ):
+            log_event(logger, "node.restored", level=logging.WARNING, action=action)
+    except RestoreRefused as refused:
+        raise NodeError(str(refused)) from None
 
 
 async def run_node(
@@ -252,8 +247,20 @@ async def run_node(
                 "no producer key matching the genesis producer (producer.key); "
                 "to run a follower give --follow URL"
             )
-    store = VersionedStore.open(home / DATA_DIR)
+    store = VersionedStore.open(home / DATA_DIR, verify_on_open=following)
     try:
+        if not following:
+            operator_key = load_key(home, OPERATOR_KEY_FILE, "PERPCHAIN_OPERATOR_KEY")
+            assert producer_key is not None
+            startup_restore(
+                store,
+                genesis,
+                auto_restore=config.auto_restore,
+                producer=producer_key,
+                operator=operator_key,
+                now_ms=(clock or SystemClock()).now_ms(),
+                home=home,
+            )
         head = reconcile(store, genesis, allow_empty=following)
         log_event(
             logger,
@@ -273,7 +280,7 @@ async def run_node(
             writer = follower.run
         else:
             assert producer_key is not None
-            operator = load_key(home, OPERATOR_KEY_FILE, "PERPCHAIN_OPERATOR_KEY")
+            operator = operator_key
             mempool = Mempool(genesis.chain_id, config.mempool, store, genesis.params.nonce_window)
             producer = Producer(
                 store,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from typing import Any
 
 import trio
@@ -22,16 +23,17 @@ from node.chain.producer import ChainStatus, publish_block
 from node.chain.remote import RemoteCallError, RemoteNode, RemoteUnavailable, connect_remote
 from node.chain.replay import InvalidBlock, commit_executed, describe_against, execute_block
 from node.core import merkle
-from node.core.blocks import Block, decode_block
+from node.core.blocks import Block, decode_block, decode_notice, header_hash, verify_notice
 from node.core.genesis import Genesis
 from node.log import log_event, short_hex
-from node.store import VersionedStore
+from node.store import VersionedStore, blocks_db
 
 logger = logging.getLogger("perpchain.follower")
 
 BATCH_BLOCKS = 100
 BACKOFF_START_S = 0.2
 BACKOFF_MAX_S = 5.0
+HALT_POLL_S = 1.0  # halted: how often to ask the source for a rollback notice
 MAX_PROVEN_KEYS = 200  # keys asked of the source when explaining a root mismatch
 
 
@@ -55,6 +57,7 @@ class Follower:
         self.metrics = metrics
         self.batch_blocks = batch_blocks
         self.remote: RemoteNode | None = None
+        self.refused_hash: bytes | None = None  # the block this follower halted on
         status.source = source_url
         self.caught_up = trio.Event()
 
@@ -93,24 +96,28 @@ class Follower:
     # --- sync --------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Follow until cancelled; after a halt, serve reads only."""
+        """Follow until cancelled. Halted, it serves reads and waits for an operator-signed
+        rollback notice that reverts the block it refused, then follows the new chain."""
         self._set_mode("following")
         backoff = BACKOFF_START_S
-        while self.status.mode != "halted":
+        while True:
             try:
                 async with connect_remote(self.source_url) as remote:
                     self.remote = remote
                     log_event(logger, "follower.connected", source=self.source_url)
                     heads = await remote.subscribe("new_heads")
                     backoff = BACKOFF_START_S
+                    while self.status.mode == "halted" and not await self._apply_notices(remote):
+                        await trio.sleep(HALT_POLL_S)
                     await self._catch_up(remote)
                     async for head in heads:
                         self.status.source_height = int(head["height"])
-                        if self.status.source_height > self.store.height:
+                        if self.status.source_height != self.store.height:
                             await self._catch_up(remote)
                     # The channel closed: the connection dropped or we fell behind; reconnect.
             except InvalidBlock as invalid:
                 self.halt(invalid)
+                continue  # reconnect and wait for a rollback notice
             except (RemoteUnavailable, RemoteCallError, ValueError, KeyError) as error:
                 log_event(
                     logger,
@@ -122,10 +129,8 @@ class Follower:
                 )
             finally:
                 self.remote = None
-            if self.status.mode != "halted":
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
-        await trio.sleep_forever()
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
 
     async def _catch_up(self, remote: RemoteNode) -> None:
         while True:
@@ -136,6 +141,11 @@ class Follower:
             )
             self.status.source_height = int(reply["head"])
             blocks = reply["blocks"]
+            forked = self.status.source_height < self.store.height or (
+                blocks and self._parent_differs(blocks[0])
+            )
+            if forked and await self._apply_notices(remote):
+                continue  # rolled back with the source: fetch the new chain
             if not blocks:
                 self.caught_up.set()
                 return
@@ -144,6 +154,64 @@ class Follower:
                 if position % 8 == 7:
                     await trio.lowlevel.checkpoint()
 
+    def _parent_differs(self, raw_hex: str) -> bool:
+        head = self.status.head
+        try:
+            block = decode_block(bytes.fromhex(raw_hex))
+        except ValueError:
+            return False  # _apply reports it
+        return head is not None and block.header.parent_hash != header_hash(head)
+
+    async def _apply_notices(self, remote: RemoteNode) -> bool:
+        """Apply the source's operator-signed rollback notices that concern this node: roll
+        back to the notice's height when we hold the reverted block, and resume after a halt
+        on the block it reverted. True if anything changed."""
+        changed = False
+        for item in await remote.call("chain_getRollbacks"):
+            if not item.get("notice"):
+                continue
+            try:
+                notice = decode_notice(bytes.fromhex(item["notice"]))
+            except ValueError:
+                continue
+            if notice.chain_id != self.genesis.chain_id or not verify_notice(
+                notice, self.genesis.operator_key
+            ):
+                log_event(
+                    logger,
+                    "follower.notice_refused",
+                    level=logging.WARNING,
+                    fork=item.get("fork_id"),
+                    reason="not signed by the genesis operator",
+                )
+                continue
+            target = blocks_db.get_block(self.store, notice.to_height)
+            if target is None or header_hash(target.header) != notice.target_hash:
+                continue  # not a block of ours (or not retained)
+            reverted = blocks_db.get_block(self.store, notice.to_height + 1)
+            if reverted is not None and header_hash(reverted.header) == notice.reverted_hash:
+                reason = f"rollback notice of fork {notice.fork_id}"
+                await trio.to_thread.run_sync(
+                    partial(self.store.rollback_to, notice.to_height, reason=reason)
+                )
+                self.status.head = target.header
+                changed = True
+                log_event(
+                    logger,
+                    "follower.rolled_back",
+                    level=logging.WARNING,
+                    fork=notice.fork_id,
+                    to_height=notice.to_height,
+                )
+            elif self.refused_hash == notice.reverted_hash:
+                changed = True  # the block we refused was reverted: nothing to undo
+            if changed and self.status.mode == "halted":
+                self.refused_hash = None
+                self.status.halt_reason = ""
+                self._set_mode("following")
+                log_event(logger, "follower.resumed", height=self.store.height)
+        return changed
+
     async def _apply(self, remote: RemoteNode, height: int, raw_hex: str) -> None:
         try:
             block = decode_block(bytes.fromhex(raw_hex))
@@ -151,13 +219,18 @@ class Follower:
             raise InvalidBlock(height, f"undecodable block at height {height}: {error}") from None
         parent = self.status.head
         started = time.perf_counter()
-        executed = await trio.to_thread.run_sync(
-            execute_block, self.store, self.genesis, parent, block
-        )
+        try:
+            executed = await trio.to_thread.run_sync(
+                execute_block, self.store, self.genesis, parent, block
+            )
+        except InvalidBlock:
+            self.refused_hash = header_hash(block.header)
+            raise
         applied = time.perf_counter()
         try:
             header = commit_executed(self.store, executed)
         except InvalidBlock as invalid:
+            self.refused_hash = header_hash(block.header)
             invalid.details = await self._explain(remote, block, executed.writes)
             raise
         done = time.perf_counter()

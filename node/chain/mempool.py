@@ -83,6 +83,13 @@ class Mempool:
             out.append(tx)
         return out
 
+    def clear(self) -> int:
+        """Drop every pending tx (after a rollback: they were admitted against reverted state)."""
+        dropped = len(self._txs)
+        self._txs.clear()
+        self._per_sender.clear()
+        return dropped
+
     def push_front(self, tx: SignedTx) -> None:
         """An operator tx from the node itself goes first (admin commands)."""
         self._txs[tx.tx_hash] = tx

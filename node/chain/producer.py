@@ -155,6 +155,10 @@ class Producer:
         self.status = status
         self.broadcaster = broadcaster
         self.metrics = metrics
+        # Held while a block is built and committed; operator commands take it, so they run
+        # between blocks (maintenance finishes the block in flight first).
+        self.lock = trio.Lock()
+        self.check_invariants = True  # False only through node.ops.faults (the drill)
 
     def halt(self, reason: str) -> None:
         self.status.mode = "halted"
@@ -173,7 +177,10 @@ class Producer:
 
     def produce_one(self) -> BlockHeader | None:
         """Build, check and commit one block; None (and HALTED) on an invariant violation."""
-        txs = self.mempool.take(MAX_BLOCK_TXS)
+        return self.produce_txs(self.mempool.take(MAX_BLOCK_TXS))
+
+    def produce_txs(self, txs: list[Any]) -> BlockHeader | None:
+        """One block of exactly `txs` (operator blocks), on this thread."""
         return self._commit(txs, *self._apply(txs))
 
     async def produce_one_async(self) -> BlockHeader | None:
@@ -196,7 +203,9 @@ class Producer:
         started = time.perf_counter()
         try:
             # Signatures were verified at admission; followers re-verify on re-execution.
-            result: Any = apply_block(self.store, env, txs, verify_signatures=False)
+            result: Any = apply_block(
+                self.store, env, txs, verify_signatures=False, invariants=self.check_invariants
+            )
         except InvariantViolation as violation:
             result = violation
         return env, result, started, time.perf_counter()
@@ -253,5 +262,7 @@ class Producer:
             if self.status.mode != "producing":
                 await trio.sleep(self.interval_ms / 1000)
                 continue
-            await self.produce_one_async()
+            async with self.lock:
+                if self.status.mode == "producing":
+                    await self.produce_one_async()
             await trio.lowlevel.checkpoint()

@@ -5,10 +5,11 @@ The cumulative index F (quote atoms per whole base unit) rises when longs pay. A
 with rate r (ppm per funding period, clamped to the market cap) and oracle price p advances
 F by trunc(r x p x dt / (period x PPM)), where dt is the time since the previous tick; a gap
 longer than the configured maximum (halt, maintenance) accrues nothing, nor does a tick while
-the market is CANCEL_ONLY or HALTED (maintenance, the recovery after a rollback). A position settles on
-every touch: payment to the holder = floor(-size x (F_now - F_position) / SIZE_SCALE), which
-rounds against the holder in both signs; the residue stays with the insurance fund, which is
-the counterparty of every settlement (tests/core/test_funding.py pins both signs).
+the market is CANCEL_ONLY or HALTED (maintenance, the recovery after a rollback). A position
+settles on every touch: payment to the holder = floor(-size x (F_now - F_position) /
+SIZE_SCALE), which rounds against the holder in both signs; the residue stays with the
+insurance fund, which is the counterparty of every settlement (tests/core/test_funding.py pins
+both signs).
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ at startup, or `perpchain rollback --resume` does).
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +28,6 @@ from node.core.blocks import (
     BlockHeader,
     BlockReceipts,
     RollbackNotice,
-    decode_notice,
-    encode_notice,
     header_hash,
     sign_notice,
 )
@@ -42,9 +39,6 @@ from node.core.txs import Recovery, decode_tx, sign_tx
 from node.core.view import Overlay, get_nonces
 from node.ops.incident import BlockSummary, fork_blocks, store_blocks, summarize_blocks
 from node.store import Fork, HeightUnavailable, VersionedStore, blocks_db
-
-NOTICE_INDEX = b"n"  # index: b"n" + fork id -> the signed RollbackNotice
-_U64 = struct.Struct(">Q")
 
 
 class RollbackError(ValueError):
@@ -200,8 +194,7 @@ def complete_recovery(
 
 
 def notice_of(store: VersionedStore, fork: Fork) -> RollbackNotice | None:
-    raw = store.index_get(NOTICE_INDEX + _U64.pack(fork.fork_id))
-    return None if raw is None else decode_notice(raw)
+    return blocks_db.get_notice(store, fork.fork_id)
 
 
 def rollbacks(store: VersionedStore) -> list[tuple[Fork, RollbackNotice | None]]:
@@ -268,6 +261,6 @@ def _recovery_block(
         result.writes,
         [tx.raw for tx in txs],
         receipts,
-        extra_index={NOTICE_INDEX + _U64.pack(fork.fork_id): encode_notice(notice)},
+        extra_index=blocks_db.notice_index(notice),
     )
     return header, len(deposits), notice

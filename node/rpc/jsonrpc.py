@@ -66,6 +66,9 @@ class ErrorCode(enum.IntEnum):
     NOT_READY = 2009  # starting up / catching up
     SUBSCRIPTION_LIMIT = 2010  # too many subscriptions on this WebSocket
     UNAUTHORIZED = 2011  # admin listener: missing or wrong bearer token
+    WRONG_MODE = 2012  # the command does not apply in the node's mode (data.mode)
+    VERIFY_FAILED = 2013  # verification refused the state (data: differences, restore command)
+    ROLLBACK_REFUSED = 2014  # a rollback cannot be done as asked
 
 
 MESSAGES: Final[Mapping[int, str]] = {
@@ -85,6 +88,9 @@ MESSAGES: Final[Mapping[int, str]] = {
     ErrorCode.NOT_READY: "Node not ready",
     ErrorCode.SUBSCRIPTION_LIMIT: "Subscription limit reached",
     ErrorCode.UNAUTHORIZED: "Unauthorized",
+    ErrorCode.WRONG_MODE: "Not in this mode",
+    ErrorCode.VERIFY_FAILED: "Verification failed",
+    ErrorCode.ROLLBACK_REFUSED: "Rollback refused",
 }
 
 

@@ -14,7 +14,7 @@ from node.chain.mempool import Mempool, MempoolFull
 from node.chain.producer import ChainStatus, event_json, header_json
 from node.chain.remote import RemoteCallError, RemoteUnavailable
 from node.core import merkle, queries
-from node.core.blocks import header_hash
+from node.core.blocks import encode_notice, header_hash
 from node.core.errors import Reject, TxRejected
 from node.core.genesis import Genesis
 from node.core.records import Market, MarketMode, Order
@@ -44,6 +44,16 @@ class Commands(Protocol):
     def resume(self) -> None: ...
 
     def set_market_mode(self, market_id: int, mode: MarketMode) -> str: ...
+
+    async def maintenance_begin(self, reason: str) -> dict[str, Any]: ...
+
+    async def maintenance_end(self, expect_root: bytes | None) -> dict[str, Any]: ...
+
+    async def rollback(
+        self, *, to_height: int | None, to_checkpoint: str | None, dry_run: bool, reason: str
+    ) -> dict[str, Any]: ...
+
+    async def inject_fault(self, kind: str) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -387,5 +397,50 @@ def build_tables(ctx: NodeContext) -> tuple[MethodTable, MethodTable]:
         mode = str_param(params, "mode", choices=[m.name for m in MarketMode])
         tx_hash = commands().set_market_mode(market.market_id, MarketMode[mode])
         return {"tx_hash": tx_hash}
+
+    @admin.method("admin_maintenanceBegin")
+    async def admin_maintenance_begin(params: dict[str, Any]) -> Any:
+        check_params(params, ("reason",))
+        return await commands().maintenance_begin(str_param(params, "reason", default=""))
+
+    @admin.method("admin_maintenanceEnd")
+    async def admin_maintenance_end(params: dict[str, Any]) -> Any:
+        check_params(params, ("expect_root",))
+        expect = hex_param(params, "expect_root", default=None, length=32)
+        return await commands().maintenance_end(expect)
+
+    @admin.method("admin_rollback")
+    async def admin_rollback(params: dict[str, Any]) -> Any:
+        check_params(params, ("to_height", "to_checkpoint", "dry_run", "reason"))
+        return await commands().rollback(
+            to_height=int_param(params, "to_height", default=None),
+            to_checkpoint=str_param(params, "to_checkpoint", default=None, max_len=64),
+            dry_run=bool_param(params, "dry_run", default=False),
+            reason=str_param(params, "reason", default="operator rollback", max_len=200),
+        )
+
+    @admin.method("admin_injectFault")
+    async def admin_inject_fault(params: dict[str, Any]) -> Any:
+        """Test-only (the incident drill): refused unless PERPCHAIN_FAULT_INJECTION=1."""
+        check_params(params, ("kind",))
+        return await commands().inject_fault(str_param(params, "kind", max_len=64))
+
+    @public.method("chain_getRollbacks")
+    async def get_rollbacks(params: dict[str, Any]) -> Any:
+        """Every rollback of this chain, oldest first, with the operator-signed notice."""
+        check_params(params, ())
+        out = []
+        for fork in store.forks():
+            notice = blocks_db.get_notice(store, fork.fork_id)
+            out.append(
+                {
+                    "fork_id": _s(fork.fork_id),
+                    "from_height": _s(fork.from_height),
+                    "to_height": _s(fork.to_height),
+                    "reason": fork.reason,
+                    "notice": None if notice is None else encode_notice(notice).hex(),
+                }
+            )
+        return out
 
     return public, admin

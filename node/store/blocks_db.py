@@ -6,6 +6,7 @@ node.core.{blocks,codec} and node.store.versioned.
     record "receipts"  canonical BlockReceipts
     index  b"t" + tx_hash     -> height:u64 + position:u32
     index  b"h" + block_hash  -> height:u64
+    index  b"n" + fork_id     -> the operator-signed RollbackNotice of that rollback
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ import struct
 from node.core.blocks import (
     Block,
     BlockReceipts,
+    RollbackNotice,
     decode_block,
+    decode_notice,
     decode_receipts,
     encode_block,
+    encode_notice,
     encode_receipts,
     header_hash,
 )
@@ -27,6 +31,7 @@ BLOCK = "block"
 RECEIPTS = "receipts"
 _TX = b"t"
 _HASH = b"h"
+_NOTICE = b"n"
 _LOCATION = struct.Struct(">QI")
 _HEIGHT = struct.Struct(">Q")
 
@@ -64,3 +69,12 @@ def locate_tx(store: VersionedStore, tx_hash: bytes) -> tuple[int, int] | None:
         return None
     height, position = _LOCATION.unpack(raw)
     return int(height), int(position)
+
+
+def notice_index(notice: RollbackNotice) -> dict[bytes, bytes | None]:
+    return {_NOTICE + _HEIGHT.pack(notice.fork_id): encode_notice(notice)}
+
+
+def get_notice(store: VersionedStore, fork_id: int) -> RollbackNotice | None:
+    raw = store.index_get(_NOTICE + _HEIGHT.pack(fork_id))
+    return None if raw is None else decode_notice(raw)

@@ -389,6 +389,9 @@ def test_error_codes_are_stable() -> None:
         "NOT_READY": 2009,
         "SUBSCRIPTION_LIMIT": 2010,
         "UNAUTHORIZED": 2011,
+        "WRONG_MODE": 2012,
+        "VERIFY_FAILED": 2013,
+        "ROLLBACK_REFUSED": 2014,
     }
 
 

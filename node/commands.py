@@ -1,0 +1,247 @@
+"""The writer's operator commands (admin RPC): halt/resume, market modes, checkpoints,
+maintenance, rollback, and the drill's fault injection. Imports node.chain, node.core,
+node.ops, node.rpc.jsonrpc, node.store, node.log.
+
+Every command that touches the store runs under the producer's lock, so it happens between
+blocks and never beside one (DESIGN.md decision 2: one writer); slow reads (verification) run in
+a worker thread while the lock is held, so nothing commits meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+
+from node.chain.producer import Producer, header_json
+from node.core.blocks import RollbackNotice
+from node.core.crypto import SigningKey
+from node.core.genesis import Genesis
+from node.core.queries import markets
+from node.core.records import MarketMode
+from node.core.txs import SetMarketMode, SignedTx, sign_tx
+from node.core.view import Overlay, get_nonces
+from node.log import log_event, short_hex
+from node.ops import faults
+from node.ops.rollback import RollbackError, apply_rollback, plan_rollback
+from node.ops.verify import verify_chain
+from node.rpc.jsonrpc import ErrorCode, RpcError
+
+logger = logging.getLogger("perpchain.commands")
+
+PRE_MAINTENANCE = "pre-maintenance-"
+ROLLBACKS = "rollbacks"  # WebSocket topic of rollback notices
+
+
+def notice_json(notice: RollbackNotice) -> dict[str, Any]:
+    from node.core.blocks import encode_notice
+
+    return {
+        "fork_id": str(notice.fork_id),
+        "from_height": str(notice.from_height),
+        "to_height": str(notice.to_height),
+        "target_hash": notice.target_hash.hex(),
+        "reverted_hash": notice.reverted_hash.hex(),
+        "reason": notice.reason.decode(errors="replace"),
+        "operator": notice.operator.hex(),
+        "notice": encode_notice(notice).hex(),
+    }
+
+
+class WriterCommands:
+    """Admin commands, run on the trio thread between blocks by the producer's owner."""
+
+    def __init__(self, producer: Producer, operator: SigningKey | None, genesis: Genesis) -> None:
+        self.producer = producer
+        self.operator = operator
+        self.genesis = genesis
+        self.skip_verify = False  # the drill's second fault hook only
+        self._next_nonce = 0
+
+    @property
+    def store(self) -> Any:
+        return self.producer.store
+
+    @property
+    def status(self) -> Any:
+        return self.producer.status
+
+    def halt(self, reason: str) -> None:
+        self.producer.halt(reason)
+
+    def resume(self) -> None:
+        self.producer.resume()
+
+    def _operator(self) -> SigningKey:
+        if self.operator is None:
+            raise RpcError(ErrorCode.UNAUTHORIZED, "this node holds no operator key")
+        return self.operator
+
+    def _operator_tx(self, body_cls: type, **fields: Any) -> SignedTx:
+        operator = self._operator()
+        committed = get_nonces(Overlay(self.store), operator.public_key).base_nonce
+        self._next_nonce = max(self._next_nonce, committed)  # several commands in one block
+        tx = sign_tx(body_cls(nonce=self._next_nonce, **fields), operator, self.genesis.chain_id)
+        self._next_nonce += 1
+        return tx
+
+    def set_market_mode(self, market_id: int, mode: MarketMode) -> str:
+        tx = self._operator_tx(SetMarketMode, market_id=market_id, mode=mode)
+        self.producer.mempool.push_front(tx)
+        return tx.tx_hash.hex()
+
+    # --- maintenance --------------------------------------------------------------------
+
+    async def maintenance_begin(self, reason: str) -> dict[str, Any]:
+        """Finish the block in flight, commit an operator block putting every market in
+        CANCEL_ONLY, pin `pre-maintenance-<height>`, bump the fencing epoch, stop producing."""
+        async with self.producer.lock:
+            if self.status.mode != "producing":
+                raise RpcError(
+                    ErrorCode.WRONG_MODE,
+                    f"maintenance begins only from producing (mode {self.status.mode})",
+                    {"mode": self.status.mode},
+                )
+            txs = [
+                self._operator_tx(SetMarketMode, market_id=m.market_id, mode=MarketMode.CANCEL_ONLY)
+                for m in markets(self.store)
+                if m.mode != MarketMode.CANCEL_ONLY
+            ]
+            if txs and self.producer.produce_txs(txs) is None:
+                raise RpcError(ErrorCode.NODE_HALTED, self.status.halt_reason)
+            height = self.store.height
+            name = f"{PRE_MAINTENANCE}{height}"
+            self.store.checkpoint(name, reason=reason or "maintenance")
+            epoch = self.store.advance_epoch()
+            self.status.mode = "maintenance"
+            self.status.halt_reason = f"maintenance: {reason}" if reason else "maintenance"
+            if self.producer.metrics:
+                self.producer.metrics.set_mode("maintenance")
+        log_event(
+            logger, "maintenance.begun", height=height, checkpoint=name, epoch=epoch, reason=reason
+        )
+        return {
+            "mode": "maintenance",
+            "checkpoint": name,
+            "height": str(height),
+            "state_root": self.store.root().hex(),
+            "epoch": str(epoch),
+        }
+
+    def _pre_maintenance(self) -> str:
+        pins = [c for c in self.store.checkpoints() if c.name.startswith(PRE_MAINTENANCE)]
+        if not pins:
+            raise RpcError(ErrorCode.WRONG_MODE, "no pre-maintenance checkpoint")
+        return str(max(pins, key=lambda c: c.height).name)
+
+    async def maintenance_end(self, expect_root: bytes | None) -> dict[str, Any]:
+        """Verify (flat state, replay from the pre-maintenance checkpoint), then resume; the
+        markets stay CANCEL_ONLY until the operator reopens them (admin_setMarketMode)."""
+        async with self.producer.lock:
+            if self.status.mode != "maintenance":
+                raise RpcError(
+                    ErrorCode.WRONG_MODE,
+                    f"not in maintenance (mode {self.status.mode})",
+                    {"mode": self.status.mode},
+                )
+            checkpoint = self._pre_maintenance()
+            if not self.skip_verify:
+                report = await trio.to_thread.run_sync(
+                    lambda: verify_chain(self.store, self.genesis, from_checkpoint=checkpoint)
+                )
+                if not report.ok:
+                    log_event(
+                        logger,
+                        "maintenance.refused",
+                        level=logging.ERROR,
+                        reason=report.reason,
+                        differences=report.differences,
+                    )
+                    raise RpcError(
+                        ErrorCode.VERIFY_FAILED,
+                        f"maintenance end refused: {report.reason}",
+                        {
+                            "differences": report.differences,
+                            "restore": f"admin_rollback to_checkpoint={checkpoint}",
+                        },
+                    )
+            root = self.store.root()
+            if expect_root is not None and root != expect_root:
+                raise RpcError(
+                    ErrorCode.VERIFY_FAILED,
+                    f"maintenance end refused: the head root is {root.hex()}, "
+                    f"expected {expect_root.hex()}",
+                )
+            self.status.mode = "producing"
+            self.status.halt_reason = ""
+            if self.producer.metrics:
+                self.producer.metrics.set_mode("producing")
+        log_event(logger, "maintenance.ended", height=self.store.height, root=short_hex(root))
+        return {"mode": "producing", "height": str(self.store.height), "state_root": root.hex()}
+
+    # --- rollback -----------------------------------------------------------------------
+
+    async def rollback(
+        self, *, to_height: int | None, to_checkpoint: str | None, dry_run: bool, reason: str
+    ) -> dict[str, Any]:
+        async with self.producer.lock:
+            try:
+                plan = plan_rollback(self.store, to_height=to_height, to_checkpoint=to_checkpoint)
+                if dry_run:
+                    return plan.to_json()
+                outcome = apply_rollback(
+                    self.store,
+                    self.genesis,
+                    plan,
+                    producer=self.producer.key,
+                    operator=self._operator(),
+                    time_ms=max(self.producer.clock.now_ms(), 0),
+                    reason=reason,
+                )
+            except RollbackError as error:
+                raise RpcError(ErrorCode.ROLLBACK_REFUSED, str(error)) from None
+            self.producer.mempool.clear()
+            self._next_nonce = 0
+            self.producer.check_invariants = True
+            self.skip_verify = False
+            self.status.head = outcome.recovery
+            self.status.mode = "producing"
+            self.status.halt_reason = ""
+            if self.producer.metrics:
+                self.producer.metrics.set_mode("producing")
+            broadcaster = self.producer.broadcaster
+            if broadcaster is not None:
+                broadcaster.publish(ROLLBACKS, notice_json(outcome.notice))
+                broadcaster.publish("new_heads", header_json(outcome.recovery))
+        log_event(
+            logger,
+            "rollback.applied",
+            level=logging.WARNING,
+            fork=outcome.fork_id,
+            from_height=outcome.from_height,
+            to_height=outcome.to_height,
+            repaired=outcome.repaired_keys,
+            deposits=outcome.deposits_reapplied,
+        )
+        return outcome.to_json()
+
+    # --- fault injection (test-only) ----------------------------------------------------
+
+    async def inject_fault(self, kind: str) -> dict[str, Any]:
+        try:
+            faults.require_enabled()
+        except faults.FaultInjectionDisabled as error:
+            raise RpcError(ErrorCode.UNAUTHORIZED, str(error)) from None
+        async with self.producer.lock:
+            if kind == "zero_funding_indices":
+                touched = faults.zero_funding_indices(self.store)
+                result: dict[str, Any] = {"markets": [str(m) for m in touched]}
+            elif kind == "bypass_checks":
+                self.producer.check_invariants = False
+                self.skip_verify = True
+                result = {"invariants": False, "maintenance_verify": False}
+            else:
+                raise RpcError(ErrorCode.INVALID_PARAMS, f"unknown fault {kind!r}")
+        log_event(logger, "fault.injected", level=logging.CRITICAL, kind=kind, **result)
+        return result
