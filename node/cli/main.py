@@ -1,5 +1,6 @@
-"""`perpchain`: init | start | status | keys | tx | query | forks | report | checkpoint. Expected errors
-print one line and exit non-zero (2 usage, 1 failure); tracebacks are for bugs only."""
+"""`perpchain`: init | start | status | keys | tx | query | forks | report | checkpoint.
+Expected errors print one line and exit non-zero (2 usage, 1 failure); tracebacks are for bugs
+only."""
 
 from __future__ import annotations
 
