@@ -104,10 +104,13 @@ def list_checkpoints(store: VersionedStore) -> list[CheckpointInfo]:
 
 
 def get_checkpoint(store: VersionedStore, name: str) -> CheckpointInfo:
-    check_name(name)
+    """The pin named `name`. An existing pin is found whatever its name (other code may pin
+    under names this module would refuse, e.g. with a `/`); a missing one with a name outside
+    the rule is refused as invalid, not reported as missing."""
     for info in list_checkpoints(store):
         if info.name == name:
             return info
+    check_name(name)
     raise CheckpointError("not_found", f"no checkpoint named {name!r}")
 
 

@@ -204,3 +204,61 @@ async def test_admin_rpc_checkpoints_on_a_running_node(
     with VersionedStore.open(home / "data") as store:
         [info] = checkpoints.list_checkpoints(store)
         assert (info.name, info.height, info.reason) == ("live", height, "drill")
+
+
+def test_pins_made_by_other_code_are_listed_and_deleted(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pin whose name or reason text this module did not make (e.g. maintenance's own)."""
+    home = tmp_path / "home"
+    make_chain(home, 3)
+    with VersionedStore.open(home / "data") as store:
+        store.checkpoint("maint/1", height=2, reason="maintenance begin")
+    [listed] = _list(capsys, "--home", str(home))
+    assert (listed["name"], listed["reason"], listed["created_ms"]) == (
+        "maint/1",
+        "maintenance begin",
+        None,
+    )
+    code, table, _ = _cli(capsys, "checkpoint", "list", "--home", str(home))
+    assert table.splitlines()[1].split()[3] == "-"  # no creation time
+    code, out, err = _cli(capsys, "checkpoint", "delete", "maint/1", "--home", str(home))
+    assert code == 0 and out.startswith("deleted checkpoint maint/1 at height 2"), err
+    code, _, err = _cli(capsys, "checkpoint", "delete", "maint/1", "--home", str(home))
+    assert code == 1 and "1 to 64 characters" in err
+
+
+def test_writer_commands_map_refusals_to_rpc_codes(tmp_path: pathlib.Path) -> None:
+    """The writer's side of admin_checkpoint*: pruned -> 2004, unknown -> 2003, else -32602."""
+    from types import SimpleNamespace
+
+    from node.app import WriterCommands, load_genesis
+    from node.chain.clock import ManualClock
+    from node.rpc.jsonrpc import ErrorCode, RpcError
+
+    home = tmp_path / "home"
+    make_chain(home, 8)
+    with VersionedStore.open(home / "data") as store:
+        producer: Any = SimpleNamespace(store=store, clock=ManualClock(start_ms=1_234))
+        commands = WriterCommands(producer, None, load_genesis(home))
+        made = commands.checkpoint_create("a", height=3, reason="r")
+        assert made["created_ms"] == "1234" and made["state_root"] == store.root(3).hex()
+        store.prune(6)
+        for call, code in (
+            (lambda: commands.checkpoint_create("b", height=2, reason=""), ErrorCode.HEIGHT_PRUNED),
+            (
+                lambda: commands.checkpoint_create("a", height=None, reason=""),
+                ErrorCode.INVALID_PARAMS,
+            ),
+            (
+                lambda: commands.checkpoint_create("c", height=9, reason=""),
+                ErrorCode.INVALID_PARAMS,
+            ),
+            (lambda: commands.checkpoint_delete("zz"), ErrorCode.NOT_FOUND),
+        ):
+            with pytest.raises(RpcError) as refused:
+                call()
+            assert refused.value.code == code
+        assert [c["name"] for c in commands.checkpoint_list()] == ["a"]
+        assert commands.checkpoint_delete("a")["height"] == "3"
+        assert commands.checkpoint_list() == []
