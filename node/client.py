@@ -20,18 +20,26 @@ class RpcUnavailable(Exception):
 
 
 class RpcClient:
-    def __init__(self, url: str = "http://127.0.0.1:9545", *, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:9545",
+        *,
+        timeout_s: float = 10.0,
+        token: str | None = None,
+    ) -> None:
+        """`token`: the admin listener's bearer token (sent as `Authorization: Bearer`)."""
         self.url = url
         self.timeout_s = timeout_s
+        self.headers = {"Content-Type": "application/json"}
+        if token is not None:
+            self.headers["Authorization"] = f"Bearer {token}"
         self._ids = itertools.count(1)
 
     def call(self, method: str, **params: Any) -> Any:
         body = json.dumps(
             {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
         ).encode()
-        request = urllib.request.Request(
-            self.url, data=body, headers={"Content-Type": "application/json"}
-        )
+        request = urllib.request.Request(self.url, data=body, headers=self.headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 reply = json.loads(response.read())

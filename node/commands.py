@@ -91,6 +91,40 @@ class WriterCommands:
         self.producer.mempool.push_front(tx)
         return tx.tx_hash.hex()
 
+    # Checkpoints: the store is written by the writer only, and a commit runs on the trio
+    # thread in one piece, so a pin written here always lands between two blocks.
+
+    def checkpoint_create(self, name: str, *, height: int | None, reason: str) -> dict[str, Any]:
+        from node.ops import checkpoints
+
+        try:
+            info = checkpoints.create_checkpoint(
+                self.producer.store,
+                name,
+                created_ms=self.producer.clock.now_ms(),
+                height=height,
+                reason=reason,
+            )
+        except checkpoints.CheckpointError as error:
+            raise _checkpoint_rpc_error(error) from None
+        log_event(logger, "checkpoint.created", name=name, height=info.height)
+        return info.to_json()
+
+    def checkpoint_list(self) -> list[dict[str, Any]]:
+        from node.ops import checkpoints
+
+        return [info.to_json() for info in checkpoints.list_checkpoints(self.producer.store)]
+
+    def checkpoint_delete(self, name: str) -> dict[str, Any]:
+        from node.ops import checkpoints
+
+        try:
+            info = checkpoints.delete_checkpoint(self.producer.store, name)
+        except checkpoints.CheckpointError as error:
+            raise _checkpoint_rpc_error(error) from None
+        log_event(logger, "checkpoint.deleted", name=name, height=info.height)
+        return info.to_json()
+
     # --- maintenance --------------------------------------------------------------------
 
     async def maintenance_begin(self, reason: str) -> dict[str, Any]:
@@ -245,3 +279,14 @@ class WriterCommands:
                 raise RpcError(ErrorCode.INVALID_PARAMS, f"unknown fault {kind!r}")
         log_event(logger, "fault.injected", level=logging.CRITICAL, kind=kind, **result)
         return result
+
+
+def _checkpoint_rpc_error(error: Any) -> Exception:
+    """A node.ops.checkpoints refusal as a JSON-RPC error."""
+    from node.rpc.jsonrpc import ErrorCode, RpcError, invalid_params, not_found
+
+    if error.kind == "not_found":
+        return not_found(str(error))
+    if error.kind == "unavailable":
+        return RpcError(ErrorCode.HEIGHT_PRUNED, str(error))
+    return invalid_params(str(error))

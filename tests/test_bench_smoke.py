@@ -50,3 +50,23 @@ def test_snapshot_bench_reports_every_figure() -> None:
     assert isinstance(figures, dict)
     for field in ("export_head_keys_per_s", "export_old_keys_per_s", "import_keys_per_s"):
         assert isinstance(figures[field], int) and figures[field] > 0, field
+
+
+def test_ops_bench_reports_rollback_history_and_replay() -> None:
+    report = _run(
+        "benchmarks.ops",
+        *("--blocks", "24", "--short", "12", "--txs-per-block", "8", "--accounts", "30"),
+        *("--depths", "2,5,10", "--repeat", "1"),
+    )
+    rollback = report["rollback"]
+    assert isinstance(rollback, list) and [r["blocks"] for r in rollback] == [2, 5, 10]
+    assert all(r["rows"] > 0 and r["seconds"] > 0 and r["chain_blocks"] == 24 for r in rollback)
+    history = report["history"]
+    assert isinstance(history, dict)
+    assert history["short"]["chain_blocks"] == 12 and history["long"]["chain_blocks"] == 24
+    assert history["ratio_long_to_short"] > 0
+    replay = report["replay"]
+    assert isinstance(replay, dict)
+    assert replay["blocks"] == 25 and replay["txs"] == 24 * 8 and replay["txs_per_s"] > 0
+    build = report["build"]
+    assert isinstance(build, dict) and build["fills"] > 0

@@ -1,5 +1,6 @@
-"""`perpchain`: init | start | status | keys | tx | query | snapshot | forks | report. Expected
-errors print one line and exit non-zero (2 usage, 1 failure); tracebacks are for bugs only."""
+"""`perpchain`: init | start | status | keys | tx | query | snapshot | checkpoint | verify |
+rollback | forks | report. Expected errors print one line and exit non-zero (2 usage, 1 failure,
+3 `verify` found the state invalid); tracebacks are for bugs only."""
 
 from __future__ import annotations
 
@@ -186,10 +187,10 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_store(home: str, *, verify_on_open: bool = True) -> Any:
+def _open_store(home: str, *, verify_on_open: bool = True, locked: str | None = None) -> Any:
     """The node's store, opened directly (offline commands): the node must be stopped.
     Verify and rollback open a damaged store too (verify_on_open=False): they diagnose and
-    repair it."""
+    repair it. `locked`: the one line to print instead when a running node holds the store."""
     from node.app import DATA_DIR
     from node.store import StoreLocked, VersionedStore
 
@@ -199,6 +200,8 @@ def _open_store(home: str, *, verify_on_open: bool = True) -> Any:
     try:
         return VersionedStore.open(path, verify_on_open=verify_on_open)
     except StoreLocked:
+        if locked is not None:
+            raise CliError(locked) from None
         raise CliError(
             f"the store at {path} is in use: stop the node first (this command reads the store "
             "directly)"
@@ -397,6 +400,91 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkpoint_client(args: argparse.Namespace) -> RpcClient | None:
+    """The admin RPC client when --admin is given (running node), else None (open the store)."""
+    if not args.admin:
+        if not args.home:
+            raise CliError("give --home DIR (node stopped) or --admin URL (running node)")
+        return None
+    token_file = args.token_file or (
+        str(pathlib.Path(args.home) / "admin.token") if args.home else None
+    )
+    if token_file is None:
+        raise CliError("--admin needs --token-file FILE (the node home's admin.token)")
+    token = pathlib.Path(token_file).read_text().strip()
+    return RpcClient(args.admin, token=token, timeout_s=30)
+
+
+def _checkpoint_line(info: dict[str, Any]) -> str:
+    return f"checkpoint {info['name']} at height {info['height']}, state root {info['state_root']}"
+
+
+def _created_text(created_ms: str | None) -> str:
+    if created_ms is None:
+        return "-"
+    import datetime
+
+    moment = datetime.datetime.fromtimestamp(int(created_ms) / 1000, tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    """create | list | delete, through the admin RPC (--admin) or on the stopped node's store."""
+    client = _checkpoint_client(args)
+    if client is not None:
+        if args.action == "create":
+            params: dict[str, Any] = {"name": args.name, "reason": args.reason}
+            if args.height is not None:
+                params["height"] = str(args.height)
+            result: Any = client.call("admin_checkpointCreate", **params)
+        elif args.action == "list":
+            result = client.call("admin_checkpointList")["checkpoints"]
+        else:
+            result = client.call("admin_checkpointDelete", name=args.name)
+    else:
+        from node.ops import checkpoints
+
+        locked = (
+            f"the node is running (it holds {args.home}/data): use --admin URL --token-file "
+            "FILE (admin RPC) instead"
+        )
+        with _open_store(args.home, locked=locked) as store:
+            try:
+                if args.action == "create":
+                    result = checkpoints.create_checkpoint(
+                        store,
+                        args.name,
+                        created_ms=time.time_ns() // 1_000_000,
+                        height=args.height,
+                        reason=args.reason,
+                    ).to_json()
+                elif args.action == "list":
+                    result = [info.to_json() for info in checkpoints.list_checkpoints(store)]
+                else:
+                    result = checkpoints.delete_checkpoint(store, args.name).to_json()
+            except checkpoints.CheckpointError as error:
+                raise CliError(str(error)) from None
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    elif args.action == "create":
+        print(f"created {_checkpoint_line(result)}")
+    elif args.action == "delete":
+        print(f"deleted {_checkpoint_line(result)}")
+    elif not result:
+        print("no checkpoints")
+    else:
+        rows = [
+            (c["name"], c["height"], c["state_root"], _created_text(c["created_ms"]), c["reason"])
+            for c in result
+        ]
+        header = ("NAME", "HEIGHT", "STATE ROOT", "CREATED (UTC)", "REASON")
+        widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(4)]
+        for row in [header, *rows]:
+            cells = [str(cell).ljust(width) for cell, width in zip(row[:4], widths, strict=True)]
+            print("  ".join([*cells, row[4]]).rstrip())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="perpchain", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -511,6 +599,25 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("file")
     q.add_argument("--home", required=True)
     q.set_defaults(func=cmd_snapshot)
+
+    p = sub.add_parser(
+        "checkpoint",
+        help="named pins that pruning never removes: create | list | delete "
+        "(--home on a stopped node, --admin on a running one)",
+    )
+    actions = p.add_subparsers(dest="action", required=True)
+    for action in ("create", "list", "delete"):
+        p = actions.add_parser(action, help=f"{action} checkpoints")
+        if action != "list":
+            p.add_argument("name", help="1 to 64 characters from A-Z a-z 0-9 . _ -")
+        if action == "create":
+            p.add_argument("--height", type=int, help="the height to pin (default: the head)")
+            p.add_argument("--reason", default="", help="free text, up to 256 characters")
+        p.add_argument("--home", help="node home: open its store directly (node stopped)")
+        p.add_argument("--admin", metavar="URL", help="the running node's admin RPC listener")
+        p.add_argument("--token-file", help="admin bearer token file (default: HOME/admin.token)")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p.set_defaults(func=cmd_checkpoint)
     return parser
 
 

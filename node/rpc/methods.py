@@ -55,6 +55,14 @@ class Commands(Protocol):
 
     async def inject_fault(self, kind: str) -> dict[str, Any]: ...
 
+    def checkpoint_create(
+        self, name: str, *, height: int | None, reason: str
+    ) -> dict[str, Any]: ...
+
+    def checkpoint_list(self) -> list[dict[str, Any]]: ...
+
+    def checkpoint_delete(self, name: str) -> dict[str, Any]: ...
+
 
 @dataclass
 class NodeContext:
@@ -442,5 +450,24 @@ def build_tables(ctx: NodeContext) -> tuple[MethodTable, MethodTable]:
                 }
             )
         return out
+
+    # Checkpoints (pins that pruning never removes); the writer checks names and heights.
+    @admin.method("admin_checkpointCreate")
+    async def admin_checkpoint_create(params: dict[str, Any]) -> Any:
+        check_params(params, ("name", "reason", "height"))
+        name = str_param(params, "name", max_len=64)
+        reason = str_param(params, "reason", default="")
+        height = int_param(params, "height", default=None)
+        return commands().checkpoint_create(name, height=height, reason=reason)
+
+    @admin.method("admin_checkpointList")
+    async def admin_checkpoint_list(params: dict[str, Any]) -> Any:
+        check_params(params, ())
+        return {"checkpoints": commands().checkpoint_list()}
+
+    @admin.method("admin_checkpointDelete")
+    async def admin_checkpoint_delete(params: dict[str, Any]) -> Any:
+        check_params(params, ("name",))
+        return commands().checkpoint_delete(str_param(params, "name", max_len=64))
 
     return public, admin
