@@ -40,6 +40,11 @@ from typing import Any, Final
 
 ENV_PREFIX: Final = "PERPCHAIN_"
 CONFIG_FILE_NAME: Final = "config.toml"
+# PERPCHAIN_* variables that are not settings: the home, key seeds (node.app.load_key) and the
+# drill's test-only fault injection switch (node.ops.faults).
+NOT_SETTINGS: Final = frozenset(
+    ENV_PREFIX + name for name in ("HOME", "PRODUCER_KEY", "OPERATOR_KEY", "FAULT_INJECTION")
+)
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS: Final = ("kv", "json")
 
@@ -366,7 +371,7 @@ class _Loader:
 
     def read_env(self) -> None:
         for name in sorted(self.env):
-            if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "HOME":
+            if not name.startswith(ENV_PREFIX) or name in NOT_SETTINGS:
                 continue
             dotted = _ENV_NAMES.get(name)
             if dotted is None:

@@ -56,6 +56,14 @@ def spawn_node(
 ) -> tuple[subprocess.Popen[str], str]:
     """Start `perpchain start --home HOME` on ephemeral ports; return the process and its RPC
     URL once it logged `rpc.listening` (its later output is drained in a daemon thread)."""
+    node, urls = spawn_node_urls(home, *extra_args, env=env)
+    return node, urls["rpc"]
+
+
+def spawn_node_urls(
+    home: pathlib.Path, *extra_args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """As spawn_node, with every listener's URL: {"rpc": ..., "admin": ... if enabled}."""
     import threading
 
     node = subprocess.Popen(
@@ -69,9 +77,15 @@ def spawn_node(
     assert node.stdout is not None
     for line in node.stdout:
         if "rpc.listening" in line:
-            url = "http://" + line.split("rpc=")[1].split()[0]
+            urls = {}
+            for name in ("rpc", "admin", "metrics"):
+                marker = f" {name}="
+                if marker in line:
+                    value = line.split(marker)[1].split()[0]
+                    if value not in ("None", "-"):
+                        urls[name] = "http://" + value
             threading.Thread(target=node.stdout.read, daemon=True).start()
-            return node, url
+            return node, urls
     raise RuntimeError(f"the node exited with code {node.wait()} before listening")
 
 
