@@ -19,6 +19,7 @@ from node.core.txs import CancelAll, CancelOrder, Deposit, PlaceOrder, Withdraw,
 from node.store.errors import StoreError, StoreLocked
 
 DEFAULT_RPC = "http://127.0.0.1:9545"
+DEFAULT_ADMIN = "http://127.0.0.1:9546"
 
 
 class CliError(Exception):
@@ -618,7 +619,54 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--token-file", help="admin bearer token file (default: HOME/admin.token)")
         p.add_argument("--json", action="store_true", help="print JSON")
         p.set_defaults(func=cmd_checkpoint)
+
+    p = sub.add_parser(
+        "maintenance", help="stop producing for maintenance / verify and resume (admin RPC)"
+    )
+    actions = p.add_subparsers(dest="action", required=True)
+    for action in ("begin", "end"):
+        q = actions.add_parser(action)
+        if action == "begin":
+            q.add_argument("--reason", required=True)
+        else:
+            q.add_argument("--expect-root", help="resume only if the head root is this (hex)")
+        q.add_argument("--admin", metavar="URL", default=DEFAULT_ADMIN)
+        q.add_argument("--home", help="node home (its admin.token)")
+        q.add_argument("--token-file", help="admin bearer token file (default: HOME/admin.token)")
+        q.set_defaults(func=cmd_maintenance)
     return parser
+
+
+def cmd_maintenance(args: argparse.Namespace) -> int:
+    """maintenance begin | end through the running node's admin RPC."""
+    if not args.token_file and not args.home:
+        raise CliError("give --home DIR (for its admin.token) or --token-file FILE")
+    token_file = pathlib.Path(args.token_file or pathlib.Path(args.home) / "admin.token")
+    client = RpcClient(args.admin, token=token_file.read_text().strip(), timeout_s=600)
+    if args.action == "begin":
+        result = client.call("admin_maintenanceBegin", reason=args.reason)
+        print(
+            f"maintenance: producing stopped at height {result['height']}, markets CANCEL_ONLY, "
+            f"checkpoint {result['checkpoint']} (root {result['state_root']}), "
+            f"fencing epoch {result['epoch']}"
+        )
+        return 0
+    params = {"expect_root": args.expect_root} if args.expect_root else {}
+    try:
+        result = client.call("admin_maintenanceEnd", **params)
+    except RpcCallError as error:
+        print(f"perpchain: {error.message}", file=sys.stderr)
+        for line in (error.data or {}).get("differences", []):
+            print(f"  {line}", file=sys.stderr)
+        if isinstance(error.data, dict) and error.data.get("restore"):
+            print(f"to restore: {error.data['restore']}", file=sys.stderr)
+        return 3
+    print(
+        f"maintenance ended: verified, producing from height {result['height']} "
+        f"(root {result['state_root']}); markets stay CANCEL_ONLY until reopened: "
+        "admin_setMarketMode POST_ONLY, then OPEN"
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,107 @@
+"""A producer's startup over an invalid state: it refuses with the exact command, or restores by
+itself with auto_restore; an interrupted rollback is completed before anything else."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+import trio
+
+from node.app import NodeError, run_node
+from node.ops import faults
+from node.store import VersionedStore, blocks_db
+from tests.e2e.chain import call, extend_chain, make_chain, node_config, running_node
+
+
+def _damaged_chain(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pathlib.Path:
+    monkeypatch.setenv(faults.ENV, "1")
+    home = tmp_path / "home"
+    make_chain(home, 12, block_ms=20_000, oracle=True)
+    with VersionedStore.open(home / "data") as store:
+        store.checkpoint("pre-maintenance-12")
+        faults.zero_funding_indices(store)
+    extend_chain(
+        home, 3, block_ms=20_000, oracle=True, seed=2, verify_on_open=False, invariants=False
+    )
+    return home
+
+
+async def test_an_invalid_chain_is_refused_with_the_restore_command(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = _damaged_chain(tmp_path, monkeypatch)
+    with pytest.raises(NodeError) as refused:
+        await run_node(node_config(home, auto_restore=False))
+    message = str(refused.value)
+    assert "invalid state root at height 13" in message
+    assert f"perpchain rollback --home {home} --to-checkpoint pre-maintenance-12" in message
+    with VersionedStore.open(home / "data", verify_on_open=False) as store:
+        assert store.height == 15  # nothing was changed
+
+
+async def test_auto_restore_rolls_back_to_the_checkpoint_and_produces(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = _damaged_chain(tmp_path, monkeypatch)
+    async with running_node(home, auto_restore=True, block_interval_ms=50) as (url, _):
+        status = await call(url, "node_status")
+        assert status["mode"] == "producing" and int(status["height"]) >= 13
+        rollbacks = await call(url, "chain_getRollbacks")
+        assert [r["to_height"] for r in rollbacks] == ["12"] and rollbacks[0]["notice"]
+        with trio.fail_after(10):
+            while int((await call(url, "node_status"))["height"]) < 15:
+                await trio.sleep(0.05)
+
+
+async def test_an_interrupted_rollback_is_completed_at_startup(tmp_path: pathlib.Path) -> None:
+    home = tmp_path / "home"
+    make_chain(home, 8)
+    with VersionedStore.open(home / "data") as store:
+        store.rollback_to(5, reason="killed before the recovery block")
+    async with running_node(home, block_interval_ms=50) as (url, _):
+        block = await call(url, "chain_getBlock", height="6", full_txs=True)
+        assert block["txs"][0]["kind"] == "Recovery"
+        rollbacks = await call(url, "chain_getRollbacks")
+        assert rollbacks[0]["notice"] is not None
+    with VersionedStore.open(home / "data") as store:
+        assert blocks_db.get_notice(store, 1) is not None
+
+
+async def test_maintenance_commands_through_the_cli(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from node.cli.main import main
+
+    home = tmp_path / "home"
+    make_chain(home, 3)
+    overrides = {"admin.enabled": True, "admin.listen": "127.0.0.1:0", "block_interval_ms": 50}
+    async with trio.open_nursery() as nursery:
+        bound = await nursery.start(run_node, node_config(home, **overrides))
+        admin = f"http://{bound.admin}"
+        url = f"http://{bound.rpc}"
+
+        def cli(*argv: str) -> int:
+            return main([*argv, "--admin", admin, "--home", str(home)])
+
+        assert (
+            await trio.to_thread.run_sync(cli, "maintenance", "begin", "--reason", "upgrade") == 0
+        )
+        out = capsys.readouterr().out
+        assert "checkpoint pre-maintenance-" in out and "CANCEL_ONLY" in out
+        status = await call(url, "node_status")
+        assert status["mode"] == "maintenance"
+        markets = await call(url, "perp_getMarkets")
+        assert {m["mode"] for m in markets} == {"CANCEL_ONLY"}
+        assert await trio.to_thread.run_sync(cli, "maintenance", "begin", "--reason", "again") == 1
+        wrong = "00" * 32
+        assert await trio.to_thread.run_sync(cli, "maintenance", "end", "--expect-root", wrong) == 3
+        assert "expected 0000" in capsys.readouterr().err
+        assert (await call(url, "node_status"))["mode"] == "maintenance"
+        assert await trio.to_thread.run_sync(cli, "maintenance", "end") == 0
+        assert "verified, producing" in capsys.readouterr().out
+        height = int((await call(url, "node_status"))["height"])
+        with trio.fail_after(10):
+            while int((await call(url, "node_status"))["height"]) <= height:
+                await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
