@@ -219,7 +219,7 @@ def test_sigkill_during_commits_and_maintenance_loses_nothing_acknowledged(
                     assert store.index_get(key) == value, context
             assert store.record(head + 1, "block") is None, context
     assert server.kills - kills_before == 16
-    assert len(acked) > 100, "the workers committed too little: kills did not land among commits"
+    assert len(acked) > 40, "the workers committed too little: kills did not land among commits"
 
 
 # ---------------------------------------------------------------------------- rollback
