@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from node.app import init_home
+from node.app import run_node as run_node_task
 from node.chain.producer import ChainStatus
 from node.client import RpcCallError, RpcClient
 from node.core.blocks import Block, decode_block, encode_block, sign_header
@@ -232,3 +233,64 @@ async def test_a_follower_without_a_source_retries_and_starts_when_it_appears(
         assert status["height"] == "-1" and status["mode"] == "following"
         async with running_node(seq, block_interval_ms=50, **{"rpc.listen": f"127.0.0.1:{port}"}):
             await wait_for(furl, lambda s: int(s["height"]) >= 3, timeout_s=30)
+
+
+async def test_a_follower_bootstrapped_from_a_snapshot_reaches_the_same_head(
+    tmp_path: pathlib.Path,
+) -> None:
+    import shutil
+
+    from node.ops.snapshot import export_snapshot, import_snapshot
+
+    seq = tmp_path / "seq"
+    make_chain(seq, 30)
+    with VersionedStore.open(seq / "data") as store:
+        export_snapshot(store, 20, tmp_path / "state.snap")
+    from_snapshot = _follower_home(tmp_path / "snap")
+    shutil.rmtree(from_snapshot / "data")
+    import_snapshot(
+        tmp_path / "state.snap", from_snapshot / "data", genesis=parse_genesis(genesis_doc())
+    )
+    from_genesis = _follower_home(tmp_path / "full")
+    async with running_node(seq, block_interval_ms=20) as (url, _):
+        async with running_node(from_snapshot, follow_url=url) as (surl, _):
+            async with running_node(from_genesis, follow_url=url) as (gurl, _):
+                head = await wait_for(url, lambda s: int(s["height"]) >= 40)
+                for follower in (surl, gurl):
+                    await wait_for(follower, lambda s: int(s["height"]) >= int(head["height"]))
+                    block = await call(follower, "chain_getBlock", height=head["height"])
+                    assert block["header"]["hash"] == head["head_hash"]
+                # the snapshot node has no history below its base, and says so
+                with pytest.raises(RpcCallError):
+                    await call(surl, "chain_getBlock", height="5")
+    seq_roots = roots(seq)
+    with VersionedStore.open(from_snapshot / "data") as store:
+        assert store.retained_heights()[0] == 20
+        assert all(store.root(h) == seq_roots[h] for h in store.retained_heights())
+    assert roots(from_genesis) == seq_roots[: len(roots(from_genesis))]
+
+
+async def test_websocket_subscribers_receive_the_rollback_notice(tmp_path: pathlib.Path) -> None:
+    from node.chain.remote import connect_remote
+    from node.core.blocks import decode_notice, verify_notice
+
+    home = tmp_path / "seq"
+    make_chain(home, 6)
+    overrides = {"admin.enabled": True, "admin.listen": "127.0.0.1:0", "block_interval_ms": 50}
+    async with trio.open_nursery() as nursery:
+        bound = await nursery.start(run_node_task, node_config(home, **overrides))
+        url = f"http://{bound.rpc}"
+        admin = RpcClient(
+            f"http://{bound.admin}", token=(home / "admin.token").read_text().strip(), timeout_s=20
+        )
+        async with connect_remote(url) as remote:
+            notices = await remote.subscribe("rollbacks")
+            result = await trio.to_thread.run_sync(
+                lambda: admin.call("admin_rollback", to_height="4", reason="test")
+            )
+            with trio.fail_after(10):
+                item = await notices.receive()
+        assert item["fork_id"] == str(result["fork_id"]) and item["to_height"] == "4"
+        notice = decode_notice(bytes.fromhex(item["notice"]))
+        assert verify_notice(notice, parse_genesis(genesis_doc()).operator_key)
+        nursery.cancel_scope.cancel()
