@@ -36,7 +36,7 @@ from node.core.errors import InvariantViolation
 from node.core.records import Event, EventKind
 from node.core.transition import apply_block
 from node.log import log_event, short_hex
-from node.store import VersionedStore, blocks_db
+from node.store import Staged, VersionedStore, blocks_db
 
 logger = logging.getLogger("perpchain.producer")
 
@@ -98,7 +98,17 @@ def publish_block(
                     broadcaster.publish(topic, event_json(item) | {"height": str(header.height)})
 
 
-def commit_block(
+@dataclass(frozen=True)
+class PreparedBlock:
+    """A block staged and signed over its root, not yet written (see VersionedStore.stage)."""
+
+    staged: Staged
+    header: BlockHeader
+    block: Block
+    receipts: BlockReceipts
+
+
+def prepare_block(
     store: VersionedStore,
     key: SigningKey,
     parent: BlockHeader | None,
@@ -108,8 +118,9 @@ def commit_block(
     receipts: BlockReceipts,
     *,
     extra_index: dict[bytes, bytes | None] | None = None,
-) -> BlockHeader:
-    """Stage the state, sign the header over the new root, commit everything in one batch."""
+) -> PreparedBlock:
+    """Stage the state and sign the header over the new root. Only reads the store, so the
+    producer runs it in its worker thread beside the event loop's reads."""
     index = blocks_db.tx_index(env.height, [r.tx_hash for r in receipts.receipts])
     staged = store.stage(dict(writes), index=index | (extra_index or {}))
     header = sign_header(
@@ -125,13 +136,35 @@ def commit_block(
         ),
         key,
     )
-    block = Block(header=header, txs=tuple(txs))
+    return PreparedBlock(staged, header, Block(header=header, txs=tuple(txs)), receipts)
+
+
+def commit_prepared(store: VersionedStore, prepared: PreparedBlock) -> BlockHeader:
+    """State, block, receipts and indexes in one synced batch."""
     store.commit_staged(
-        staged,
-        records=blocks_db.block_records(block, receipts),
-        index=blocks_db.hash_index(block),
+        prepared.staged,
+        records=blocks_db.block_records(prepared.block, prepared.receipts),
+        index=blocks_db.hash_index(prepared.block),
     )
-    return header
+    return prepared.header
+
+
+def commit_block(
+    store: VersionedStore,
+    key: SigningKey,
+    parent: BlockHeader | None,
+    env: BlockEnv,
+    writes: Any,
+    txs: list[bytes],
+    receipts: BlockReceipts,
+    *,
+    extra_index: dict[bytes, bytes | None] | None = None,
+) -> BlockHeader:
+    """Stage, sign, commit: prepare_block then commit_prepared on one thread."""
+    prepared = prepare_block(
+        store, key, parent, env, writes, txs, receipts, extra_index=extra_index
+    )
+    return commit_prepared(store, prepared)
 
 
 class Producer:
@@ -184,15 +217,18 @@ class Producer:
         return self._commit(txs, *self._apply(txs))
 
     async def produce_one_async(self) -> BlockHeader | None:
-        """As produce_one, with the pure apply_block in a worker thread, so the event loop
-        keeps answering reads (GIL slices) while a big block is computed. It only reads the
-        store; staging and the commit run back on the event loop, so the store's in-memory
-        state never changes under a reader, and the mempool is touched here only."""
+        """As produce_one, with the pure apply_block, the staging of the new root and the
+        header signature in a worker thread, so the event loop keeps answering reads (GIL
+        slices) while a big block is computed. They only read the store; the commit (one
+        LevelDB batch and the swap of the in-memory root) runs back on the event loop, so the
+        store never changes under a reader, and the mempool is touched here only."""
         txs = self.mempool.take(MAX_BLOCK_TXS)
         applied = await trio.to_thread.run_sync(self._apply, txs)
         return self._commit(txs, *applied)
 
     def _apply(self, txs: list[Any]) -> tuple[BlockEnv, Any, float, float]:
+        """apply_block then prepare_block; the result is a PreparedBlock plus the block's
+        result, or the InvariantViolation."""
         head = self.status.head
         assert head is not None
         env = BlockEnv(
@@ -207,22 +243,24 @@ class Producer:
                 self.store, env, txs, verify_signatures=False, invariants=self.check_invariants
             )
         except InvariantViolation as violation:
-            result = violation
-        return env, result, started, time.perf_counter()
+            return env, violation, started, time.perf_counter()
+        receipts = BlockReceipts(receipts=result.receipts, block_events=result.events)
+        raw = [tx.raw for tx in txs]
+        prepared = prepare_block(self.store, self.key, head, env, result.writes, raw, receipts)
+        return env, (prepared, result), started, time.perf_counter()
 
     def _commit(
-        self, txs: list[Any], env: BlockEnv, result: Any, started: float, applied: float
+        self, txs: list[Any], env: BlockEnv, outcome: Any, started: float, applied: float
     ) -> BlockHeader | None:
         head = self.status.head
         assert head is not None
-        if isinstance(result, InvariantViolation):
+        if isinstance(outcome, InvariantViolation):
             if self.metrics:
                 self.metrics.invariant_failures.inc()
-            self.halt(f"invariant violated at height {env.height}: {result}")
+            self.halt(f"invariant violated at height {env.height}: {outcome}")
             return None
-        raw = [tx.raw for tx in txs]
-        receipts = BlockReceipts(receipts=result.receipts, block_events=result.events)
-        header = commit_block(self.store, self.key, head, env, result.writes, raw, receipts)
+        prepared, result = outcome
+        header = commit_prepared(self.store, prepared)
         done = time.perf_counter()
         self.status.head = header
         self.status.committed_txs += len(txs)
