@@ -131,12 +131,7 @@ class WriterCommands:
         """Finish the block in flight, commit an operator block putting every market in
         CANCEL_ONLY, pin `pre-maintenance-<height>`, bump the fencing epoch, stop producing."""
         async with self.producer.lock:
-            if self.status.mode != "producing":
-                raise RpcError(
-                    ErrorCode.WRONG_MODE,
-                    f"maintenance begins only from producing (mode {self.status.mode})",
-                    {"mode": self.status.mode},
-                )
+            self._require_mode("producing", "maintenance begins only from producing")
             txs = [
                 self._operator_tx(SetMarketMode, market_id=m.market_id, mode=MarketMode.CANCEL_ONLY)
                 for m in markets(self.store)
@@ -163,6 +158,14 @@ class WriterCommands:
             "epoch": str(epoch),
         }
 
+    def _require_mode(self, mode: str, message: str) -> None:
+        if self.status.mode != mode:
+            raise RpcError(
+                ErrorCode.WRONG_MODE,
+                f"{message} (mode {self.status.mode})",
+                {"mode": self.status.mode},
+            )
+
     def _pre_maintenance(self) -> str:
         pins = [c for c in self.store.checkpoints() if c.name.startswith(PRE_MAINTENANCE)]
         if not pins:
@@ -173,12 +176,7 @@ class WriterCommands:
         """Verify (flat state, replay from the pre-maintenance checkpoint), then resume; the
         markets stay CANCEL_ONLY until the operator reopens them (admin_setMarketMode)."""
         async with self.producer.lock:
-            if self.status.mode != "maintenance":
-                raise RpcError(
-                    ErrorCode.WRONG_MODE,
-                    f"not in maintenance (mode {self.status.mode})",
-                    {"mode": self.status.mode},
-                )
+            self._require_mode("maintenance", "not in maintenance")
             checkpoint = self._pre_maintenance()
             if not self.skip_verify:
                 report = await trio.to_thread.run_sync(

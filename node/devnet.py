@@ -312,21 +312,23 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         for child, _ in followers:
-            _stop(child)
-        _stop(node)
+            stop_child(child)
+        stop_child(node)
         for i, (child, _) in enumerate(followers, start=1):
             print(f"devnet: follower {i} stopped (exit {child.returncode})", flush=True)
         print(f"devnet: node stopped (exit {node.returncode})", flush=True)
 
 
-def _stop(child: subprocess.Popen[bytes]) -> None:
+def stop_child(child: subprocess.Popen[Any], timeout_s: float = 20) -> int:
+    """SIGTERM, wait, SIGKILL if it does not exit in time; its exit code."""
     if child.poll() is None:
         child.send_signal(signal.SIGTERM)
         try:
-            child.wait(timeout=20)
+            child.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
+    return child.returncode
 
 
 def _follower_state(sequencer: RpcClient, follower: RpcClient) -> str:

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import pathlib
-import signal
 import subprocess
 import sys
 import tempfile
@@ -311,17 +310,10 @@ def start_nodes(workdir: pathlib.Path) -> tuple[list[subprocess.Popen[str]], dic
 
 
 def stop_nodes(nodes: list[subprocess.Popen[str]]) -> list[int]:
-    codes = []
-    for node in reversed(nodes):
-        if node.poll() is None:
-            node.send_signal(signal.SIGTERM)
-            try:
-                node.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                node.kill()
-                node.wait()
-        codes.append(node.returncode)
-    return codes
+    """The follower first, then the sequencer; their exit codes in that order."""
+    from node.devnet import stop_child
+
+    return [stop_child(node, timeout_s=30) for node in reversed(nodes)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -259,23 +259,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         print(report.text())
         if not report.ok:
-            print(_restore_hint(args.home, report.first_invalid))
+            print(_restore_hint(args.home, report))
     return 0 if report.ok else 3
 
 
-def _restore_hint(home: str, first_invalid: int | None) -> str:
+def _restore_hint(home: str, report: Any) -> str:
+    from node.ops.restore import RestoreRefused, restore_command
+
     with _open_store(home, verify_on_open=False) as store:
-        limit = store.height if first_invalid is None else first_invalid - 1
-        usable = [c for c in store.checkpoints() if c.height <= limit]
-    if first_invalid is None:
-        return (
-            "to restore the flat rows from the history (no block is lost): "
-            f"perpchain rollback --home {home} --repair"
-        )
-    if not usable:
-        return f"no checkpoint at or below height {limit}: perpchain rollback --to-height {limit}"
-    best = max(usable, key=lambda c: c.height)
-    return f"to restore: perpchain rollback --home {home} --to-checkpoint {best.name}"
+        try:
+            return f"to restore: {restore_command(store, report, home)[0]}"
+        except RestoreRefused as refused:
+            return str(refused)
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:

@@ -71,7 +71,7 @@ def startup_check(
     if report.ok:
         yield f"verified: {report.blocks_replayed} blocks replayed from {report.from_height}"
         return
-    command, target = _restore_command(store, report, home)
+    command, target = restore_command(store, report, home)
     if not auto_restore:
         raise RestoreRefused(
             f"invalid state, not producing: {report.reason}; "
@@ -100,7 +100,7 @@ def startup_check(
     yield f"auto restore: {outcome.text()}"
 
 
-def _restore_command(
+def restore_command(
     store: VersionedStore, report: VerifyReport, home: str
 ) -> tuple[str, str | None]:
     """The command that restores, and the checkpoint it rolls back to (None: a repair)."""

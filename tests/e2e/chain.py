@@ -165,3 +165,27 @@ async def wait_for(url: str, predicate: Any, *, timeout_s: float = 60) -> dict[s
 def roots(home: pathlib.Path) -> list[bytes]:
     with VersionedStore.open(home / "data") as store:
         return [store.root(h) for h in range(store.height + 1)]
+
+
+def damaged_chain(home: pathlib.Path, *, after_blocks: int = 3) -> pathlib.Path:
+    """The incident in miniature: 12 blocks of 20 s with fresh oracle prices (funding accrues),
+    a checkpoint `pre-maintenance-12`, the funding indices zeroed around the writer, then
+    `after_blocks` blocks built on the damage with the invariant checks bypassed. Needs
+    PERPCHAIN_FAULT_INJECTION=1."""
+    from node.ops import faults
+
+    make_chain(home, 12, block_ms=20_000, oracle=True)
+    with VersionedStore.open(home / "data") as store:
+        store.checkpoint("pre-maintenance-12")
+        faults.zero_funding_indices(store)
+    if after_blocks:
+        extend_chain(
+            home,
+            after_blocks,
+            block_ms=20_000,
+            oracle=True,
+            seed=2,
+            verify_on_open=False,
+            invariants=False,
+        )
+    return home

@@ -30,7 +30,7 @@ from node.ops.rollback import (
 )
 from node.ops.verify import verify_chain
 from node.store import VersionedStore, blocks_db
-from tests.e2e.chain import CHAIN_ID, UNIT, USD, commit_txs, extend_chain, genesis_doc, make_chain
+from tests.e2e.chain import CHAIN_ID, UNIT, USD, commit_txs, damaged_chain, genesis_doc, make_chain
 
 GENESIS = parse_genesis(genesis_doc())
 OPERATOR = SigningKey.from_label("devnet/operator")
@@ -196,14 +196,7 @@ def test_restore_of_a_chain_built_on_rows_written_around_the_writer(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(faults.ENV, "1")
-    home = tmp_path / "home"
-    make_chain(home, 12, block_ms=20_000, oracle=True)
-    with VersionedStore.open(home / "data") as store:
-        store.checkpoint("pre-maintenance-12")
-        faults.zero_funding_indices(store)
-    extend_chain(
-        home, 4, block_ms=20_000, oracle=True, seed=2, verify_on_open=False, invariants=False
-    )
+    home = damaged_chain(tmp_path / "home", after_blocks=4)
     r = Run(home)
     try:
         assert (

@@ -11,20 +11,12 @@ import trio
 from node.app import NodeError, run_node
 from node.ops import faults
 from node.store import VersionedStore, blocks_db
-from tests.e2e.chain import call, extend_chain, make_chain, node_config, running_node
+from tests.e2e.chain import call, damaged_chain, make_chain, node_config, running_node
 
 
 def _damaged_chain(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pathlib.Path:
     monkeypatch.setenv(faults.ENV, "1")
-    home = tmp_path / "home"
-    make_chain(home, 12, block_ms=20_000, oracle=True)
-    with VersionedStore.open(home / "data") as store:
-        store.checkpoint("pre-maintenance-12")
-        faults.zero_funding_indices(store)
-    extend_chain(
-        home, 3, block_ms=20_000, oracle=True, seed=2, verify_on_open=False, invariants=False
-    )
-    return home
+    return damaged_chain(tmp_path / "home")
 
 
 async def test_an_invalid_chain_is_refused_with_the_restore_command(
