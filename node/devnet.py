@@ -194,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=0, help="seconds; 0 = until Ctrl-C")
     parser.add_argument("--rpc-port", type=int, default=9545)
     parser.add_argument("--metrics-port", type=int, default=9560)
+    parser.add_argument(
+        "--admin-port", type=int, default=9546, help="the sequencer's admin listener (0: off)"
+    )
     parser.add_argument("--accounts", type=int, default=16, help="dev traders the bots use")
     parser.add_argument("--orders-per-second", type=int, default=40)
     parser.add_argument("--seed", type=int, default=1)
@@ -216,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"devnet: initialising {home} from {args.genesis}", flush=True)
     init_home(home, genesis)
+    config = home / "config.toml"  # a devnet restores an invalid state by itself
+    config.write_text(config.read_text().replace("auto_restore = false", "auto_restore = true"))
     (home / MARKER).write_text("created by scripts/devnet; deleted on the next start\n")
     follower_homes = [home / "followers" / str(i) for i in range(1, args.followers + 1)]
     for follower_home in follower_homes:
@@ -228,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             f"127.0.0.1:{args.metrics_port}",
             "--block-interval-ms",
             str(args.block_time_ms),
+            *(["--admin-listen", f"127.0.0.1:{args.admin_port}"] if args.admin_port else []),
         ),
         cwd=ROOT,
         stdout=open(home / "node.log", "ab"),  # noqa: SIM115 - the child owns it
@@ -247,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
         print("devnet: starting the sequencer ...", flush=True)
         _wait_for_node(client, node, 60)
         print(f"devnet: RPC {rpc_url}  (WebSocket {rpc_url.replace('http', 'ws')}/ws)")
+        if args.admin_port:
+            print(
+                f"devnet: admin http://127.0.0.1:{args.admin_port} (token {home / 'admin.token'}; "
+                f"e.g. perpchain maintenance begin --reason test --home {home})"
+            )
         for i, follower_home in enumerate(follower_homes, start=1):
             port = args.rpc_port + 100 * i
             command = node_command(

@@ -223,7 +223,13 @@ class Drill:
             lambda: (s := self.follower.call("node_status"))["mode"] == "halted" and s,
         )
         self.facts["follower_halt"] = halted["halt_reason"]
+        pinned = int(checkpoint.rsplit("-", 1)[1])
+        self.facts["corruption_to_halt_blocks"] = int(halted["height"]) + 1 - pinned
         say(f"   follower halted at {halted['height']}: {halted['halt_reason'][:100]}")
+        say(
+            f"   from the first block built on the damage to the halt: "
+            f"{self.facts['corruption_to_halt_blocks']} block(s); nothing invalid was applied"
+        )
 
         say(f"7. admin_rollback to {checkpoint}")
         dry = self.admin.call("admin_rollback", to_checkpoint=checkpoint, dry_run=True)

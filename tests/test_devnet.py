@@ -33,6 +33,8 @@ def test_devnet_produces_blocks_with_trades_and_stops_cleanly(tmp_path: pathlib.
             str(_free_port()),
             "--metrics-port",
             str(_free_port()),
+            "--admin-port",
+            str(_free_port()),
             "--block-time-ms",
             "100",
         ],

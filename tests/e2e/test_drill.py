@@ -34,6 +34,7 @@ def test_the_incident_drill(tmp_path: pathlib.Path) -> None:
     # the damaged chain liquidated the shorts; the follower refused it
     assert len(facts["liquidated"]) == 3
     assert facts["follower_halt"].startswith("invalid state root at height ")
+    assert 1 <= facts["corruption_to_halt_blocks"] <= 3  # the first block that wrote a damaged key
     assert facts["dry_run_liquidations"] >= 3
     # restored: one valid head on both nodes, the funding index back, only TP/SL left
     rollback = facts["rollback"]
