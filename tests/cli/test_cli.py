@@ -43,3 +43,48 @@ def test_bad_arguments_exit_2() -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["tx", "order", "--side", "sideways", "--key", "devnet/trader/0"])
     assert exit_info.value.code == 2
+
+
+async def test_tx_and_query_commands_against_a_running_node(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`perpchain tx` builds, signs, submits and waits; `query` reads; errors are one line."""
+    import json
+
+    import trio
+
+    from tests.e2e.chain import make_chain, running_node
+
+    home = tmp_path / "home"
+    make_chain(home, 1)
+    async with running_node(home, block_interval_ms=50) as (url, _):
+
+        def cli(*argv: str) -> int:
+            return main([*argv, "--rpc", url])
+
+        def run(*argv: str) -> tuple[int, str, str]:
+            code = cli(*argv)
+            out, err = capsys.readouterr()
+            return code, out, err
+
+        async def go(*argv: str) -> tuple[int, str, str]:
+            return await trio.to_thread.run_sync(lambda: run(*argv))
+
+        common = ("--key", "devnet/trader/15", "--market", "1", "--size", "100000")
+        code, out, _ = await go("tx", "order", *common, "--side", "sell", "--price", "61000000000")
+        assert code == 0 and json.loads(out)["status"] == "committed"
+        code, out, _ = await go("query", "account", "devnet/trader/15")
+        account = json.loads(out)
+        assert code == 0 and account["open_orders"][0]["price"] == "61000000000"
+        order_id = account["open_orders"][0]["order_id"]
+        code, out, _ = await go("query", "book", "BTC-USD-PERP", "--depth", "200")
+        assert code == 0 and ["61000000000", "100000"] in json.loads(out)["asks"]
+        code, out, _ = await go("tx", "cancel", "--key", "devnet/trader/15", "--order-id", order_id)
+        assert code == 0 and json.loads(out)["status"] == "committed"
+        # a rejected tx: exit 1 with its receipt (off-tick price)
+        code, out, _ = await go("tx", "order", *common, "--side", "buy", "--price", "1")
+        assert code == 1 and json.loads(out)["code_name"] == "OFF_TICK"
+        code, out, _ = await go("query", "block", "1")
+        assert code == 0 and json.loads(out)["header"]["height"] == "1"
+        code, _, err = await go("query", "market", "NOPE-PERP")
+        assert code == 1 and err.startswith("perpchain: RPC error 2003") and "\n" == err[-1]
