@@ -20,7 +20,13 @@ import trio
 from node.chain.broadcast import Broadcaster
 from node.chain.metrics import Metrics
 from node.chain.producer import ChainStatus, publish_block
-from node.chain.remote import RemoteCallError, RemoteNode, RemoteUnavailable, connect_remote
+from node.chain.remote import (
+    RemoteCallError,
+    RemoteNode,
+    RemoteUnavailable,
+    connect_remote,
+    single_exception,
+)
 from node.chain.replay import InvalidBlock, commit_executed, describe_against, execute_block
 from node.core import merkle
 from node.core.blocks import Block, decode_block, decode_notice, header_hash, verify_notice
@@ -102,19 +108,10 @@ class Follower:
         backoff = BACKOFF_START_S
         while True:
             try:
-                async with connect_remote(self.source_url) as remote:
-                    self.remote = remote
-                    log_event(logger, "follower.connected", source=self.source_url)
-                    heads = await remote.subscribe("new_heads")
-                    backoff = BACKOFF_START_S
-                    while self.status.mode == "halted" and not await self._apply_notices(remote):
-                        await trio.sleep(HALT_POLL_S)
-                    await self._catch_up(remote)
-                    async for head in heads:
-                        self.status.source_height = int(head["height"])
-                        if self.status.source_height != self.store.height:
-                            await self._catch_up(remote)
-                    # The channel closed: the connection dropped or we fell behind; reconnect.
+                try:
+                    await self._session()
+                except BaseExceptionGroup as group:  # nested task groups: what went wrong
+                    raise single_exception(group) from None
             except InvalidBlock as invalid:
                 self.halt(invalid)
                 continue  # reconnect and wait for a rollback notice
@@ -131,6 +128,21 @@ class Follower:
                 self.remote = None
             await trio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    async def _session(self) -> None:
+        """One connection: wait out a halt, catch up, follow new heads until it drops."""
+        async with connect_remote(self.source_url) as remote:
+            self.remote = remote
+            log_event(logger, "follower.connected", source=self.source_url)
+            heads = await remote.subscribe("new_heads")
+            while self.status.mode == "halted" and not await self._apply_notices(remote):
+                await trio.sleep(HALT_POLL_S)
+            await self._catch_up(remote)
+            async for head in heads:
+                self.status.source_height = int(head["height"])
+                if self.status.source_height != self.store.height:
+                    await self._catch_up(remote)
+            # The channel closed: the connection dropped or we fell behind; reconnect.
 
     async def _catch_up(self, remote: RemoteNode) -> None:
         while True:

@@ -110,6 +110,14 @@ class RemoteNode:
                 channel.close()
 
 
+def single_exception(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The one exception inside nested single-member groups, else the group itself."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 @asynccontextmanager
 async def connect_remote(url: str, *, connect_timeout_s: float = 5.0) -> AsyncIterator[RemoteNode]:
     """Open a connection to a node's public RPC; RemoteUnavailable if it cannot be reached."""
@@ -133,9 +141,7 @@ async def connect_remote(url: str, *, connect_timeout_s: float = 5.0) -> AsyncIt
         except BaseExceptionGroup as group:
             # The reader never fails, so a group holds the caller's own exception: re-raise it
             # as itself, as if there were no background task.
-            if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
-            raise
+            raise single_exception(group) from None
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(1):
             try:
