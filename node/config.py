@@ -12,7 +12,8 @@ TOML layout (every key optional; `home` comes from --home or PERPCHAIN_HOME, nev
     block_interval_ms = 250          # producer cadence
     invariant_scan_blocks = 1        # full invariant scan every N blocks (1 = every block)
     auto_restore = false             # restore the latest pre-maintenance checkpoint on a bad root
-    follow_url = "http://host:9545"  # follow this node instead of producing (optional)
+    follow_url = "http://host:9545"  # follow this node instead of producing (optional; `follow`
+                                     # and PERPCHAIN_FOLLOW are accepted too)
     [rpc]     listen = "127.0.0.1:9545", max_body_bytes, max_batch, max_json_depth,
               deadline_ms, max_connections, max_subscriptions
     [admin]   enabled = false, listen = "127.0.0.1:9546", token_file = "admin.token"
@@ -287,7 +288,10 @@ def env_name(dotted: str) -> str:
     return ENV_PREFIX + dotted.replace(".", "_").upper()
 
 
-_ENV_NAMES: Final = {env_name(name): name for name in SETTINGS}
+ALIASES: Final = {"follow": "follow_url"}  # `follow = URL` reads as follow_url
+_ENV_NAMES: Final = {env_name(name): name for name in SETTINGS} | {
+    env_name(alias): name for alias, name in ALIASES.items()
+}
 
 
 class _Loader:
@@ -350,6 +354,7 @@ class _Loader:
             self.problems.append(f"{path}: cannot read: {error}")
             return
         for key, raw in document.items():
+            key = ALIASES.get(key, key)
             if key in _SECTIONS:
                 if not isinstance(raw, dict):
                     self.problems.append(f"{name}: {key} must be a [{key}] table")

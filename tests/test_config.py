@@ -188,3 +188,10 @@ def test_default_config_toml_loads_to_the_defaults(tmp_path: pathlib.Path) -> No
 def test_home_that_is_a_file_is_refused(tmp_path: pathlib.Path) -> None:
     (tmp_path / "file").write_text("")
     assert "is not a directory" in problems(tmp_path / "file", env={})[0]
+
+
+def test_follow_is_an_alias_of_follow_url(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "config.toml").write_text('follow = "http://10.0.0.1:9545"\n')
+    assert NodeConfig.load(tmp_path, env={}).follow_url == "http://10.0.0.1:9545"
+    config = NodeConfig.load(tmp_path, env={"PERPCHAIN_FOLLOW": "http://10.0.0.2:9545"})
+    assert config.follow_url == "http://10.0.0.2:9545"
