@@ -82,7 +82,7 @@ def spawn_node_urls(
                 marker = f" {name}="
                 if marker in line:
                     value = line.split(marker)[1].split()[0]
-                    if value not in ("None", "-"):
+                    if value not in ("None", "null", "-"):
                         urls[name] = "http://" + value
             threading.Thread(target=node.stdout.read, daemon=True).start()
             return node, urls
