@@ -258,6 +258,9 @@ class Drill:
             ours["hash"] == theirs["hash"] and ours["state_root"] == theirs["state_root"]
         )
         self.facts["follower_mode"] = follower["mode"]
+        self.facts["follower_notices"] = [
+            r["fork_id"] for r in self.follower.call("chain_getRollbacks") if r["notice"]
+        ]
         self.facts["post_index"] = self.funding_index()
         self.facts["follower_index"] = self.funding_index(self.follower)
         books = [

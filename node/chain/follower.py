@@ -29,7 +29,14 @@ from node.chain.remote import (
 )
 from node.chain.replay import InvalidBlock, commit_executed, describe_against, execute_block
 from node.core import merkle
-from node.core.blocks import Block, decode_block, decode_notice, header_hash, verify_notice
+from node.core.blocks import (
+    Block,
+    RollbackNotice,
+    decode_block,
+    decode_notice,
+    header_hash,
+    verify_notice,
+)
 from node.core.genesis import Genesis
 from node.log import log_event, short_hex
 from node.store import VersionedStore, blocks_db
@@ -64,6 +71,9 @@ class Follower:
         self.batch_blocks = batch_blocks
         self.remote: RemoteNode | None = None
         self.refused_hash: bytes | None = None  # the block this follower halted on
+        # notices to index with the recovery block they announce (so this node's own
+        # chain_getRollbacks serves them to its followers): recovery height -> notice
+        self.notices: dict[int, RollbackNotice] = {}
         status.source = source_url
         self.caught_up = trio.Event()
 
@@ -200,6 +210,8 @@ class Follower:
             target = blocks_db.get_block(self.store, notice.to_height)
             if target is None or header_hash(target.header) != notice.target_hash:
                 continue  # not a block of ours (or not retained)
+            if blocks_db.get_notice(self.store, notice.fork_id) is None:
+                self.notices[notice.to_height + 1] = notice
             reverted = blocks_db.get_block(self.store, notice.to_height + 1)
             if reverted is not None and header_hash(reverted.header) == notice.reverted_hash:
                 reason = f"rollback notice of fork {notice.fork_id}"
@@ -239,8 +251,10 @@ class Follower:
             self.refused_hash = header_hash(block.header)
             raise
         applied = time.perf_counter()
+        notice = self.notices.pop(block.header.height, None)
+        extra = blocks_db.notice_index(notice) if notice is not None else None
         try:
-            header = commit_executed(self.store, executed)
+            header = commit_executed(self.store, executed, extra_index=extra)
         except InvalidBlock as invalid:
             self.refused_hash = header_hash(block.header)
             invalid.details = await self._explain(remote, block, executed.writes)

@@ -126,14 +126,17 @@ def commit_executed(
     executed: Executed,
     *,
     explain: Callable[[int, dict[bytes, bytes | None]], list[str]] | None = None,
+    extra_index: dict[bytes, bytes | None] | None = None,
 ) -> BlockHeader:
     """Stage the re-executed writes; commit state, block and indexes in one batch if the root
     equals the header's, else raise InvalidBlock (nothing written). On a mismatch
-    `explain(height, writes)` may name the keys whose values differ from the block's state."""
+    `explain(height, writes)` may name the keys whose values differ from the block's state.
+    `extra_index`: entries the source wrote with this block (a rollback notice)."""
     header = executed.block.header
     height = header.height
     tx_hashes = [r.tx_hash for r in executed.receipts.receipts]
-    staged = store.stage(executed.writes, index=blocks_db.tx_index(height, tx_hashes))
+    index = blocks_db.tx_index(height, tx_hashes) | (extra_index or {})
+    staged = store.stage(executed.writes, index=index)
     if staged.root != header.state_root:
         details = explain(height, executed.writes) if explain is not None else []
         raise InvalidBlock(

@@ -435,20 +435,31 @@ def build_tables(ctx: NodeContext) -> tuple[MethodTable, MethodTable]:
 
     @public.method("chain_getRollbacks")
     async def get_rollbacks(params: dict[str, Any]) -> Any:
-        """Every rollback of this chain, oldest first, with the operator-signed notice."""
+        """Every rollback of this chain with its operator-signed notice, by fork id; then this
+        node's own rollbacks that carry none (made directly on its store)."""
         check_params(params, ())
-        out = []
+        out = [
+            {
+                "fork_id": _s(n.fork_id),
+                "from_height": _s(n.from_height),
+                "to_height": _s(n.to_height),
+                "reason": n.reason.decode(errors="replace"),
+                "notice": encode_notice(n).hex(),
+            }
+            for n in blocks_db.notices(store)
+        ]
+        noticed = {(n["from_height"], n["to_height"]) for n in out}
         for fork in store.forks():
-            notice = blocks_db.get_notice(store, fork.fork_id)
-            out.append(
-                {
-                    "fork_id": _s(fork.fork_id),
-                    "from_height": _s(fork.from_height),
-                    "to_height": _s(fork.to_height),
-                    "reason": fork.reason,
-                    "notice": None if notice is None else encode_notice(notice).hex(),
-                }
-            )
+            if (_s(fork.from_height), _s(fork.to_height)) not in noticed:
+                out.append(
+                    {
+                        "fork_id": _s(fork.fork_id),
+                        "from_height": _s(fork.from_height),
+                        "to_height": _s(fork.to_height),
+                        "reason": fork.reason,
+                        "notice": None,
+                    }
+                )
         return out
 
     # Checkpoints (pins that pruning never removes); the writer checks names and heights.

@@ -78,3 +78,8 @@ def notice_index(notice: RollbackNotice) -> dict[bytes, bytes | None]:
 def get_notice(store: VersionedStore, fork_id: int) -> RollbackNotice | None:
     raw = store.index_get(_NOTICE + _HEIGHT.pack(fork_id))
     return None if raw is None else decode_notice(raw)
+
+
+def notices(store: VersionedStore) -> list[RollbackNotice]:
+    """Every rollback notice this node holds (its own rollbacks, or its source's), by fork id."""
+    return [decode_notice(raw) for _, raw in store.index_scan(_NOTICE)]

@@ -399,6 +399,14 @@ class VersionedStore:
         raw = self._db.get(schema.index_key(_check_key(key)))
         return None if raw is None else _unseal(raw, f"index entry {key!r}")
 
+    def index_scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Index entries whose key starts with `prefix` (non-empty), in key order."""
+        self._check_open()
+        first = schema.index_key(_check_key(prefix))
+        for physical, raw in self._db.scan(first, schema.prefix_end(first)):
+            key = physical[len(schema.INDEX) :]
+            yield key, _unseal(raw, f"index entry {key!r}")
+
     def record(self, height: int, name: str | bytes) -> bytes | None:
         """A per-height record (block, receipts...) written with the commit of `height`."""
         self._check_open()

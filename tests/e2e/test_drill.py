@@ -40,6 +40,7 @@ def test_the_incident_drill(tmp_path: pathlib.Path) -> None:
     rollback = facts["rollback"]
     assert rollback["fork_id"] == 1 and rollback["repaired_keys"] >= 1
     assert facts["agree"] and facts["follower_mode"] == "following"
+    assert facts["follower_notices"] == ["1"]  # served on to the follower's own followers
     assert facts["post_index"] == facts["pre_index"] == facts["follower_index"] != 0
     assert facts["resting_orders"] == 0
     assert facts["surviving_orders"] == ["take_profit"]
