@@ -10,6 +10,7 @@ a worker thread while the lock is held, so nothing commits meanwhile.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import trio
@@ -211,6 +212,19 @@ class WriterCommands:
                 self.producer.metrics.set_mode("producing")
         log_event(logger, "maintenance.ended", height=self.store.height, root=short_hex(root))
         return {"mode": "producing", "height": str(self.store.height), "state_root": root.hex()}
+
+    async def maintenance_job(self, kind: str) -> dict[str, Any]:
+        """A maintenance job, run by the writer and only in maintenance (never beside blocks):
+        `compact` (LevelDB compaction of the whole keyspace)."""
+        async with self.producer.lock:
+            self._require_mode("maintenance", "maintenance jobs run only in maintenance")
+            if kind != "compact":
+                raise RpcError(ErrorCode.INVALID_PARAMS, f"unknown maintenance job {kind!r}")
+            started = time.perf_counter()
+            await trio.to_thread.run_sync(self.store.compact)
+            seconds = round(time.perf_counter() - started, 3)
+        log_event(logger, "maintenance.job", kind=kind, seconds=seconds)
+        return {"job": kind, "seconds": seconds, "state_root": self.store.root().hex()}
 
     # --- rollback -----------------------------------------------------------------------
 

@@ -619,10 +619,12 @@ def build_parser() -> argparse.ArgumentParser:
         "maintenance", help="stop producing for maintenance / verify and resume (admin RPC)"
     )
     actions = p.add_subparsers(dest="action", required=True)
-    for action in ("begin", "end"):
+    for action in ("begin", "job", "end"):
         q = actions.add_parser(action)
         if action == "begin":
             q.add_argument("--reason", required=True)
+        elif action == "job":
+            q.add_argument("kind", choices=["compact"], help="run by the writer")
         else:
             q.add_argument("--expect-root", help="resume only if the head root is this (hex)")
         q.add_argument("--admin", metavar="URL", default=DEFAULT_ADMIN)
@@ -645,6 +647,10 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
             f"checkpoint {result['checkpoint']} (root {result['state_root']}), "
             f"fencing epoch {result['epoch']}"
         )
+        return 0
+    if args.action == "job":
+        result = client.call("admin_maintenanceJob", kind=args.kind)
+        print(f"maintenance job {result['job']} done in {result['seconds']} s")
         return 0
     params = {"expect_root": args.expect_root} if args.expect_root else {}
     try:

@@ -53,6 +53,8 @@ class Commands(Protocol):
         self, *, to_height: int | None, to_checkpoint: str | None, dry_run: bool, reason: str
     ) -> dict[str, Any]: ...
 
+    async def maintenance_job(self, kind: str) -> dict[str, Any]: ...
+
     async def inject_fault(self, kind: str) -> dict[str, Any]: ...
 
     def checkpoint_create(
@@ -416,6 +418,11 @@ def build_tables(ctx: NodeContext) -> tuple[MethodTable, MethodTable]:
         check_params(params, ("expect_root",))
         expect = hex_param(params, "expect_root", default=None, length=32)
         return await commands().maintenance_end(expect)
+
+    @admin.method("admin_maintenanceJob")
+    async def admin_maintenance_job(params: dict[str, Any]) -> Any:
+        check_params(params, ("kind",))
+        return await commands().maintenance_job(str_param(params, "kind", max_len=32))
 
     @admin.method("admin_rollback")
     async def admin_rollback(params: dict[str, Any]) -> Any:

@@ -31,6 +31,8 @@ class Backend(Protocol):
         """Apply every op atomically: after a crash, all of them or none."""
         ...
 
+    def compact(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -82,6 +84,9 @@ class LevelDBBackend:
                 else:
                     put(key, value)
 
+    def compact(self) -> None:
+        self._db.compact_range()
+
     def close(self) -> None:
         if not self._db.closed:
             self._db.close()
@@ -118,6 +123,9 @@ class MemoryBackend:
                 if key not in data:
                     insort(keys, key)
                 data[key] = value
+
+    def compact(self) -> None:
+        pass  # nothing to reclaim in memory
 
     def close(self) -> None:
         pass

@@ -676,6 +676,11 @@ class VersionedStore:
             raise ValueError(f"record {name!r} must be bytes of at most {MAX_RECORD_BYTES}")
         return raw_name
 
+    def compact(self) -> None:
+        """Compact the whole LevelDB keyspace (a maintenance job: run by the writer)."""
+        self._check_open()
+        self._db.compact()
+
     def advance_epoch(self) -> int:
         """Start a new fencing epoch (durably); writers holding the old one are refused."""
         self._check_open()

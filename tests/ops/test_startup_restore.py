@@ -9,6 +9,7 @@ import pytest
 import trio
 
 from node.app import NodeError, run_node
+from node.client import RpcClient
 from node.ops import faults
 from node.store import VersionedStore, blocks_db
 from tests.e2e.chain import call, damaged_chain, make_chain, node_config, running_node
@@ -86,10 +87,18 @@ async def test_maintenance_commands_through_the_cli(
         markets = await call(url, "perp_getMarkets")
         assert {m["mode"] for m in markets} == {"CANCEL_ONLY"}
         assert await trio.to_thread.run_sync(cli, "maintenance", "begin", "--reason", "again") == 1
+        token = (home / "admin.token").read_text().strip()
+        admin_client = RpcClient(admin, token=token, timeout_s=30)
+        job = await trio.to_thread.run_sync(
+            lambda: admin_client.call("admin_maintenanceJob", kind="compact")
+        )
+        assert job["job"] == "compact" and job["state_root"] == status["state_root"]
         wrong = "00" * 32
         assert await trio.to_thread.run_sync(cli, "maintenance", "end", "--expect-root", wrong) == 3
         assert "expected 0000" in capsys.readouterr().err
         assert (await call(url, "node_status"))["mode"] == "maintenance"
+        assert await trio.to_thread.run_sync(cli, "maintenance", "job", "compact") == 0
+        assert "maintenance job compact done" in capsys.readouterr().out
         assert await trio.to_thread.run_sync(cli, "maintenance", "end") == 0
         assert "verified, producing" in capsys.readouterr().out
         height = int((await call(url, "node_status"))["height"])
