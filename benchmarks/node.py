@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import multiprocessing
 import pathlib
 import random
 import signal
@@ -41,6 +42,21 @@ def _post(url: str, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def _reader(url: str, address: str, rate: int, stop: Any, results: Any) -> None:
+    """perp_getAccount at `rate` per second until `stop`; every latency (s) to `results`."""
+    client = RpcClient(url)
+    latencies = []
+    interval = 1 / rate
+    next_at = time.monotonic()
+    while not stop.is_set():
+        next_at += interval
+        begin = time.monotonic()
+        client.call("perp_getAccount", address=address)
+        latencies.append(time.monotonic() - begin)
+        time.sleep(max(0.0, next_at - time.monotonic()))
+    results.put(latencies)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,20 +128,16 @@ def main(argv: list[str] | None = None) -> int:
             client = RpcClient(url)
             base_height = int(client.call("node_status")["height"])
             base_txs = int(client.call("node_status")["committed_txs"])
-            latencies: list[float] = []
-            stop = threading.Event()
-
-            def reader() -> None:
-                reader_client = RpcClient(url)
-                address = keys[0].public_key.hex()
-                interval = 1 / args.read_rate
-                next_at = time.monotonic()
-                while not stop.is_set():
-                    next_at += interval
-                    begin = time.monotonic()
-                    reader_client.call("perp_getAccount", address=address)
-                    latencies.append(time.monotonic() - begin)
-                    time.sleep(max(0.0, next_at - time.monotonic()))
+            # The reader is a process of its own: in a thread beside the senders its latencies
+            # would include waits for this interpreter's GIL, not only the node's answer.
+            context = multiprocessing.get_context("spawn")
+            stop = context.Event()
+            results: Any = context.SimpleQueue()
+            read_process = context.Process(
+                target=_reader,
+                args=(url, keys[0].public_key.hex(), args.read_rate, stop, results),
+                daemon=True,
+            )
 
             def sender(part: list[str]) -> None:
                 for offset in range(0, len(part), 100):
@@ -135,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                     ]
                     _post(url, batch)
 
-            read_thread = threading.Thread(target=reader, daemon=True)
-            read_thread.start()
+            read_process.start()
             begin = time.monotonic()
             senders = [threading.Thread(target=sender, args=(txs[i::4],)) for i in range(4)]
             for thread in senders:
@@ -152,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.05)
             elapsed = time.monotonic() - begin
             stop.set()
-            read_thread.join(timeout=5)
+            latencies: list[float] = results.get()
+            read_process.join(timeout=5)
             committed = int(status["committed_txs"]) - base_txs
             blocks = int(status["height"]) - base_height
         finally:

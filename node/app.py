@@ -15,6 +15,7 @@ from typing import Any
 
 import trio
 
+from node.chain.admission import CheckPool
 from node.chain.broadcast import Broadcaster
 from node.chain.clock import Clock, SystemClock
 from node.chain.follower import Follower
@@ -240,8 +241,9 @@ async def run_node(
     home = config.home
     genesis = load_genesis(home)
     following = config.follow_url is not None
-    # The event loop (RPC) shares the GIL with the thread that builds blocks: hand it back
-    # within 1 ms instead of Python's default 5 ms, so reads are not held behind a big block.
+    # The event loop (RPC) shares the GIL with worker threads (a follower re-executing a block,
+    # a rollback, snapshot work): hand it back within 1 ms instead of Python's default 5 ms.
+    # The producer builds blocks on the loop itself, in slices (Producer.produce_one_async).
     sys.setswitchinterval(0.001)
     producer_key = None
     if not following:
@@ -252,6 +254,7 @@ async def run_node(
                 "to run a follower give --follow URL"
             )
     store = VersionedStore.open(home / DATA_DIR, verify_on_open=following)
+    pool: CheckPool | None = None
     try:
         if not following:
             operator_key = load_key(home, OPERATOR_KEY_FILE, "PERPCHAIN_OPERATOR_KEY")
@@ -285,7 +288,19 @@ async def run_node(
         else:
             assert producer_key is not None
             operator = operator_key
-            mempool = Mempool(genesis.chain_id, config.mempool, store, genesis.params.nonce_window)
+            if config.mempool.check_workers:
+                pool = CheckPool(
+                    genesis.chain_id,
+                    config.mempool.max_tx_bytes,
+                    workers=config.mempool.check_workers,
+                )
+            mempool = Mempool(
+                genesis.chain_id,
+                config.mempool,
+                store,
+                genesis.params.nonce_window,
+                pool=pool,
+            )
             producer = Producer(
                 store,
                 producer_key,
@@ -322,5 +337,7 @@ async def run_node(
             nursery.start_soon(writer)
             task_status.started(bound)
     finally:
+        if pool is not None:
+            pool.close()
         store.close()
         log_event(logger, "node.stopped", home=home)

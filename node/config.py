@@ -18,7 +18,8 @@ TOML layout (every key optional; `home` comes from --home or PERPCHAIN_HOME, nev
               deadline_ms, max_connections, max_subscriptions
     [admin]   enabled = false, listen = "127.0.0.1:9546", token_file = "admin.token"
     [metrics] enabled = true, listen = "127.0.0.1:9560"
-    [mempool] max_txs, max_per_account, max_tx_bytes
+    [mempool] max_txs, max_per_account, max_tx_bytes, check_workers = 1 (processes that check
+              tx_submit batches' signatures; 0 = on the event loop)
     [log]     level = "info", format = "kv" | "json"
 
 Environment: `PERPCHAIN_<KEY>` for top-level keys, `PERPCHAIN_<SECTION>_<KEY>` for the rest,
@@ -124,6 +125,7 @@ class MempoolSettings:
     max_txs: int = 50_000
     max_per_account: int = 256
     max_tx_bytes: int = 4_096
+    check_workers: int = 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -212,6 +214,7 @@ _CHECKS: Final[dict[str, Check]] = {
     "mempool.max_txs": _between(1, 10_000_000),
     "mempool.max_per_account": _between(1, 1_000_000),
     "mempool.max_tx_bytes": _between(64, 1 << 20),
+    "mempool.check_workers": _between(0, 64),
     "log.level": _one_of(*LOG_LEVELS),
     "log.format": _one_of(*LOG_FORMATS),
 }

@@ -14,6 +14,7 @@ lives in HOME/followers/i and serves its RPC on --rpc-port + 100 x i.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import pathlib
@@ -84,9 +85,18 @@ def spawn_node_urls(
                     value = line.split(marker)[1].split()[0]
                     if value not in ("None", "null", "-"):
                         urls[name] = "http://" + value
-            threading.Thread(target=node.stdout.read, daemon=True).start()
+            # The rest of its output is drained; the last lines are kept for diagnosis
+            # (`output_tail(node)`), e.g. when a test sees an unexpected exit code.
+            tail: collections.deque[str] = collections.deque(maxlen=40)
+            node.perp_tail = tail  # type: ignore[attr-defined]
+            threading.Thread(target=tail.extend, args=(node.stdout,), daemon=True).start()
             return node, urls
     raise RuntimeError(f"the node exited with code {node.wait()} before listening")
+
+
+def output_tail(node: subprocess.Popen[str]) -> str:
+    """The last lines a node spawned by spawn_node_urls printed."""
+    return "".join(getattr(node, "perp_tail", ()))
 
 
 class Bots:

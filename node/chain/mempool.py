@@ -1,19 +1,30 @@
-"""Mempool admission and FIFO ordering. Imports node.core and node.config.
+"""Mempool admission and FIFO ordering. Imports node.core, node.config and
+node.chain.admission.
 
 Admission runs every stateless check the block will run (size, canonical decoding, signature
 over the chain id) plus the signer's nonce window against committed state, so a tx that
 reaches a block fails there only for reasons of state (margin, book). Rejections raise
 TxRejected (the RPC maps them to 1000 + code) or MempoolFull.
+
+The stateless part can be done ahead for a whole RPC batch in the admission worker process
+(`precheck`); `add` then finds the outcome by the tx's bytes and only runs the stateful part
+on the event loop. A tx nobody pre-checked is checked in-process, with the same outcome.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 
+from node.chain.admission import CheckPool, check_tx
 from node.config import MempoolSettings
-from node.core.errors import NotCanonical, Reject, TxRejected
-from node.core.txs import SignedTx, decode_tx, validate_tx
+from node.core.errors import Reject, TxRejected
+from node.core.txs import SignedTx
 from node.core.view import Overlay, StateReader, get_nonces
+
+# Pre-checked outcomes waiting for their tx_submit handler; a batch whose handlers never ran
+# (deadline) leaves some behind, so the memo is dropped whole past this size.
+MAX_PRECHECKED = 20_000
 
 
 class MempoolFull(Exception):
@@ -22,7 +33,13 @@ class MempoolFull(Exception):
 
 class Mempool:
     def __init__(
-        self, chain_id: bytes, settings: MempoolSettings, state: StateReader, nonce_window: int
+        self,
+        chain_id: bytes,
+        settings: MempoolSettings,
+        state: StateReader,
+        nonce_window: int,
+        *,
+        pool: CheckPool | None = None,
     ) -> None:
         self._chain_id = chain_id
         self._settings = settings
@@ -30,6 +47,8 @@ class Mempool:
         self._window = nonce_window
         self._txs: OrderedDict[bytes, SignedTx] = OrderedDict()
         self._per_sender: dict[bytes, int] = {}
+        self._pool = pool
+        self._prechecked: dict[bytes, SignedTx | TxRejected] = {}
 
     def __len__(self) -> int:
         return len(self._txs)
@@ -38,16 +57,25 @@ class Mempool:
         return tx_hash in self._txs
 
     def check(self, raw: bytes) -> SignedTx:
-        """The stateless part of admission (size, decoding, signature): pure, so the RPC runs
-        it in a worker thread and the event loop keeps serving reads meanwhile."""
-        if len(raw) > self._settings.max_tx_bytes:
-            raise TxRejected(Reject.MALFORMED, f"{len(raw)} bytes > {self._settings.max_tx_bytes}")
-        try:
-            tx = decode_tx(raw)
-        except NotCanonical as error:
-            raise TxRejected(Reject.MALFORMED, str(error)) from None
-        validate_tx(tx, self._chain_id)
-        return tx
+        """The stateless part of admission (size, decoding, signature), pre-checked or now."""
+        found = self._prechecked.pop(raw, None)
+        if found is None:
+            return check_tx(raw, self._chain_id, self._settings.max_tx_bytes)
+        if isinstance(found, TxRejected):
+            raise found
+        return found
+
+    async def precheck(self, raws: Sequence[bytes]) -> None:
+        """Run the stateless checks of `raws` in the admission pool (one hand-off for the
+        batch); `add` then uses the outcomes. Nothing happens without a pool."""
+        if self._pool is None or not self._pool.alive:
+            return
+        results = await self._pool.check_many(raws)
+        if results is None:
+            return
+        if len(self._prechecked) + len(results) > MAX_PRECHECKED:
+            self._prechecked.clear()
+        self._prechecked.update(zip(raws, results, strict=True))
 
     def add(self, raw: bytes) -> SignedTx:
         return self.admit(self.check(raw))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -34,13 +34,29 @@ from node.core.blocks import (
 from node.core.crypto import SigningKey
 from node.core.errors import InvariantViolation
 from node.core.records import Event, EventKind
-from node.core.transition import apply_block
+from node.core.steps import Steps, drive
+from node.core.transition import apply_block, apply_block_steps
 from node.log import log_event, short_hex
 from node.store import Staged, VersionedStore, blocks_db
 
 logger = logging.getLogger("perpchain.producer")
 
 NEW_HEADS = "new_heads"
+SLICE_S = 0.0005  # the longest the producer computes a block without letting reads in
+R = TypeVar("R")
+
+
+async def drive_in_slices(steps: Steps[R]) -> R:
+    """Run a step generator to its return value, letting other trio tasks run every SLICE_S."""
+    deadline = time.perf_counter() + SLICE_S
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        if time.perf_counter() >= deadline:
+            await trio.lowlevel.checkpoint()
+            deadline = time.perf_counter() + SLICE_S
 
 
 @dataclass
@@ -100,12 +116,15 @@ def publish_block(
 
 @dataclass(frozen=True)
 class PreparedBlock:
-    """A block staged and signed over its root, not yet written (see VersionedStore.stage)."""
+    """A block staged and signed over its root, not yet written (see VersionedStore.stage),
+    with its records and hash index already encoded: what is left is the write."""
 
     staged: Staged
     header: BlockHeader
     block: Block
     receipts: BlockReceipts
+    records: dict[str | bytes, bytes]
+    index: dict[bytes, bytes | None]
 
 
 def prepare_block(
@@ -119,10 +138,27 @@ def prepare_block(
     *,
     extra_index: dict[bytes, bytes | None] | None = None,
 ) -> PreparedBlock:
-    """Stage the state and sign the header over the new root. Only reads the store, so the
-    producer runs it in its worker thread beside the event loop's reads."""
+    """Stage the state and sign the header over the new root (only reads the store)."""
+    return drive(
+        prepare_block_steps(store, key, parent, env, writes, txs, receipts, extra_index=extra_index)
+    )
+
+
+def prepare_block_steps(
+    store: VersionedStore,
+    key: SigningKey,
+    parent: BlockHeader | None,
+    env: BlockEnv,
+    writes: Any,
+    txs: list[bytes],
+    receipts: BlockReceipts,
+    *,
+    extra_index: dict[bytes, bytes | None] | None = None,
+) -> Steps[PreparedBlock]:
+    """prepare_block as steps (see VersionedStore.stage_steps)."""
     index = blocks_db.tx_index(env.height, [r.tx_hash for r in receipts.receipts])
-    staged = store.stage(dict(writes), index=index | (extra_index or {}))
+    staged = yield from store.stage_steps(dict(writes), index=index | (extra_index or {}))
+    yield
     header = sign_header(
         BlockHeader(
             chain_id=env.chain_id,
@@ -136,16 +172,21 @@ def prepare_block(
         ),
         key,
     )
-    return PreparedBlock(staged, header, Block(header=header, txs=tuple(txs)), receipts)
+    block = Block(header=header, txs=tuple(txs))
+    yield
+    return PreparedBlock(
+        staged,
+        header,
+        block,
+        receipts,
+        blocks_db.block_records(block, receipts),
+        blocks_db.hash_index(block),
+    )
 
 
 def commit_prepared(store: VersionedStore, prepared: PreparedBlock) -> BlockHeader:
     """State, block, receipts and indexes in one synced batch."""
-    store.commit_staged(
-        prepared.staged,
-        records=blocks_db.block_records(prepared.block, prepared.receipts),
-        index=blocks_db.hash_index(prepared.block),
-    )
+    store.commit_staged(prepared.staged, records=prepared.records, index=prepared.index)
     return prepared.header
 
 
@@ -217,25 +258,51 @@ class Producer:
         return self._commit(txs, *self._apply(txs))
 
     async def produce_one_async(self) -> BlockHeader | None:
-        """As produce_one, with the pure apply_block, the staging of the new root and the
-        header signature in a worker thread, so the event loop keeps answering reads (GIL
-        slices) while a big block is computed. They only read the store; the commit (one
-        LevelDB batch and the swap of the in-memory root) runs back on the event loop, so the
-        store never changes under a reader, and the mempool is touched here only."""
-        txs = self.mempool.take(MAX_BLOCK_TXS)
-        applied = await trio.to_thread.run_sync(self._apply, txs)
-        return self._commit(txs, *applied)
+        """As produce_one, without holding reads back while a big block is computed.
 
-    def _apply(self, txs: list[Any]) -> tuple[BlockEnv, Any, float, float]:
-        """apply_block then prepare_block; the result is a PreparedBlock plus the block's
-        result, or the InvariantViolation."""
+        The block is computed on the event loop in slices of at most SLICE_S, between which
+        the loop answers requests (apply_block_steps, prepare_block_steps): in a worker thread
+        it would share the GIL with the loop, and every LevelDB call or socket operation of
+        either side would then wait for the other's switch interval (scripts/bench node
+        measured reads 5x slower that way). The longest steps are the encoding of the block's
+        records (~8 ms for 1,000 orders) and the commit (one synced LevelDB batch and the swap
+        of the in-memory root, ~10 ms), which stays one step so the store never changes under
+        a reader. The mempool is touched here only."""
+        txs = self.mempool.take(MAX_BLOCK_TXS)
+        env = self._next_env()
+        started = time.perf_counter()
+        try:
+            result = await drive_in_slices(
+                apply_block_steps(
+                    self.store, env, txs, verify_signatures=False, invariants=self.check_invariants
+                )
+            )
+        except InvariantViolation as violation:
+            return self._commit(txs, env, violation, started, time.perf_counter())
+        prepared = await drive_in_slices(self._prepare_steps(env, txs, result))
+        await trio.lowlevel.checkpoint()  # the commit below is one step: let reads in first
+        return self._commit(txs, env, (prepared, result), started, time.perf_counter())
+
+    def _next_env(self) -> BlockEnv:
         head = self.status.head
         assert head is not None
-        env = BlockEnv(
+        return BlockEnv(
             chain_id=head.chain_id,
             height=head.height + 1,
             time_ms=max(self.clock.now_ms(), head.time_ms + 1),
         )
+
+    def _prepare_steps(self, env: BlockEnv, txs: list[Any], result: Any) -> Steps[PreparedBlock]:
+        receipts = BlockReceipts(receipts=result.receipts, block_events=result.events)
+        raw = [tx.raw for tx in txs]
+        return prepare_block_steps(
+            self.store, self.key, self.status.head, env, result.writes, raw, receipts
+        )
+
+    def _apply(self, txs: list[Any]) -> tuple[BlockEnv, Any, float, float]:
+        """apply_block then prepare_block on this thread; the result is a PreparedBlock plus
+        the block's result, or the InvariantViolation."""
+        env = self._next_env()
         started = time.perf_counter()
         try:
             # Signatures were verified at admission; followers re-verify on re-execution.
@@ -244,9 +311,7 @@ class Producer:
             )
         except InvariantViolation as violation:
             return env, violation, started, time.perf_counter()
-        receipts = BlockReceipts(receipts=result.receipts, block_events=result.events)
-        raw = [tx.raw for tx in txs]
-        prepared = prepare_block(self.store, self.key, head, env, result.writes, raw, receipts)
+        prepared = drive(self._prepare_steps(env, txs, result))
         return env, (prepared, result), started, time.perf_counter()
 
     def _commit(

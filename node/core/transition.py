@@ -40,6 +40,7 @@ from node.core.records import (
     event,
     evolve,
 )
+from node.core.steps import Steps, drive
 from node.core.trading import (
     add_order,
     best_order,
@@ -509,19 +510,42 @@ def apply_block(
     Raises BlockInvalid for a block of another chain and InvariantViolation when the
     post-state breaks an invariant (nothing may be committed then). `invariants=False` exists
     for the incident drill's fault injection only (node.ops.faults): never in production."""
+    return drive(
+        apply_block_steps(
+            reader, env, txs, verify_signatures=verify_signatures, invariants=invariants
+        )
+    )
+
+
+def apply_block_steps(
+    reader: StateReader,
+    env: BlockEnv,
+    txs: Sequence[SignedTx],
+    *,
+    verify_signatures: bool = True,
+    invariants: bool = True,
+) -> Steps[BlockResult]:
+    """apply_block as a generator that yields after each tx and each end-block phase and
+    returns the BlockResult: the same computation, so a caller may interleave other work
+    between the steps (the producer answers reads on its event loop) without threads.
+    Nothing outside the block's own Overlay changes between steps."""
     view = Overlay(reader)
     params = get_params(view)
     if env.chain_id != params.chain_id:
         raise BlockInvalid(f"block of chain {env.chain_id!r} applied to {params.chain_id!r}")
     block_events = begin_block(view, env, params)
-    receipts = tuple(
-        apply_tx(view, tx, env, params, verify_signatures=verify_signatures) for tx in txs
-    )
+    receipts = []
+    for tx in txs:
+        receipts.append(apply_tx(view, tx, env, params, verify_signatures=verify_signatures))
+        yield
     run_triggers(view, params, env.time_ms, block_events)
+    yield
     liquidations = run_liquidations(view, params, env.time_ms, block_events)
+    yield
     if invariants:
         check_invariants(Overlay(reader), view, env, liquidations=liquidations)
-    return BlockResult(view.writes(), receipts, tuple(block_events), liquidations)
+        yield
+    return BlockResult(view.writes(), tuple(receipts), tuple(block_events), liquidations)
 
 
 def decode_block_txs(tx_bytes: Sequence[bytes]) -> list[SignedTx | Receipt]:

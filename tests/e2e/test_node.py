@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import urllib.request
 from typing import Any
 
 import trio
@@ -49,6 +50,14 @@ def _order(key: SigningKey, nonce: int, side: Side, size: int, price: int, clien
         client_id=client_id,
     )
     return sign_tx(body, key, b"perpchain-devnet-1").raw
+
+
+def _post(url: str, batch: list[dict[str, Any]]) -> Any:
+    request = urllib.request.Request(
+        url, data=json.dumps(batch).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=20) as response:
+        return json.loads(response.read())
 
 
 def _flip_last(raw: bytes) -> bytes:
@@ -126,4 +135,29 @@ async def test_orders_fill_and_proofs_verify_through_a_real_node(tmp_path: pathl
             "size"
         ] == str(UNIT)
         del root_before
+
+        # A batch: its signatures are checked together in the admission process, and each
+        # entry gets the answer a single submission would, in order.
+        batch = [
+            _order(a, 1, Side.SELL, UNIT, 61_000 * USD, 4),
+            _flip_last(_order(a, 2, Side.SELL, UNIT, 61_000 * USD, 5)),
+            b"\x93\x01\x02",
+            _order(b, 0, Side.BUY, UNIT, 60_000 * USD, 2),  # a replay
+            _order(a, 2, Side.SELL, UNIT, 61_000 * USD, 6),
+        ]
+        body = [
+            {"jsonrpc": "2.0", "id": n, "method": "tx_submit", "params": {"tx": raw.hex()}}
+            for n, raw in enumerate(batch)
+        ]
+        answers = await trio.to_thread.run_sync(_post, f"http://{bound.rpc}", body)
+        assert [answer["id"] for answer in answers] == list(range(5))
+        assert [answer.get("error", {}).get("code") for answer in answers] == [
+            None,
+            1000 + Reject.BAD_SIGNATURE,
+            1000 + Reject.MALFORMED,
+            1000 + Reject.BAD_NONCE,
+            None,
+        ]
+        for answer in (answers[0], answers[4]):
+            assert (await _wait_receipt(client, answer["result"]["tx_hash"]))["code"] == "0"
         nursery.cancel_scope.cancel()

@@ -190,6 +190,60 @@ async def test_batch_runs_in_order() -> None:
     assert [r["id"] for r in json.loads(response or b"")] == [0, 1, 2, 3, 4]
 
 
+async def test_prefetch_sees_the_whole_batch_once_before_any_handler_runs() -> None:
+    events: list[str] = []
+
+    async def mark(params: dict[str, Any]) -> str:
+        events.append(f"run {params['n']}")
+        return str(params["n"])
+
+    table = MethodTable({"mark": mark, "echo": echo})
+
+    @table.prefetch("mark")
+    async def prefetch(batch: list[dict[str, Any]]) -> None:
+        events.append("prefetch " + ",".join(p["n"] for p in batch))
+
+    body = [req("mark", {"n": str(i)}, id=i) for i in range(3)] + [req("echo", {}, id=9)]
+    body.insert(1, req("mark", ["positional"], id=8))  # answered -32602, never prefetched
+    response = await Dispatcher(table, LIMITS).handle_body(json.dumps(body).encode())
+    assert events == ["prefetch 0,1,2", "run 0", "run 1", "run 2"]
+    answers = json.loads(response or b"")
+    assert [a.get("result") for a in answers] == ["0", None, "1", "2", {}]
+    assert error_code(answers[1]) == ErrorCode.INVALID_PARAMS
+
+
+async def test_a_failing_or_slow_prefetch_changes_no_answer(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    for behaviour in ("fail", "hang"):
+        table = MethodTable({"add": add})
+
+        @table.prefetch("add")
+        async def prefetch(batch: list[dict[str, Any]], behaviour: str = behaviour) -> None:
+            if behaviour == "fail":
+                raise RuntimeError("prefetch broke")
+            await trio.sleep(3600)  # cut off at the request deadline
+
+        body = json.dumps([req("add", {"a": "2", "b": "3"}, id=1), req("add", {"a": "x"}, id=2)])
+        response = json.loads(await Dispatcher(table, LIMITS).handle_body(body.encode()) or b"")
+        assert response[0]["result"] == "5"
+        assert error_code(response[1]) == ErrorCode.INVALID_PARAMS
+    assert "rpc.prefetch_failed" in caplog.text
+
+
+async def test_merged_tables_keep_their_prefetches() -> None:
+    table = MethodTable({"echo": echo})
+    seen: list[int] = []
+
+    @table.prefetch("echo")
+    async def prefetch(batch: list[dict[str, Any]]) -> None:
+        seen.append(len(batch))
+
+    merged = table.merged({"add": add})
+    await Dispatcher(merged, LIMITS).handle_body(json.dumps([req("echo", {})] * 2).encode())
+    assert seen == [2]
+
+
 async def test_empty_batch_is_one_invalid_request() -> None:
     response = await call([])
     assert error_code(response) == ErrorCode.INVALID_REQUEST and response["id"] is None

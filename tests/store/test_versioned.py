@@ -6,6 +6,7 @@ import pytest
 
 from node.core import merkle
 from node.store import HeightUnavailable, StaleWriter, StoreError, VersionedStore
+from node.store.versioned import STAGE_STEP
 from tests.store.conftest import StoreFactory
 
 
@@ -222,3 +223,34 @@ def test_rollback_across_pruned_heights_archives_their_records(open_store: Store
     store.commit({b"k": b"new"}, records={"block": b"new 4"})
     assert store.records(4) == [(b"block", b"new 4")]
     assert store.archived_record(fork, 4, "block") == b"B4"
+
+
+@pytest.mark.parametrize("count", [STAGE_STEP - 1, STAGE_STEP, 3 * STAGE_STEP + 7])
+def test_staging_in_steps_gives_the_root_of_one_update(
+    open_store: StoreFactory, count: int
+) -> None:
+    """The tree takes a block's changes a slice at a time (stage_steps): the result must be
+    the tree of the whole set, with puts, overwrites and deletes spread over the slices."""
+    store = open_store()
+    base = {b"key/%05d" % i: b"v%d" % i for i in range(0, 2 * count, 2)}
+    store.commit(base)
+    writes: dict[bytes, bytes | None] = {b"key/%05d" % i: b"new%d" % i for i in range(count)}
+    writes.update({b"key/%05d" % i: None for i in range(0, count, 6)})
+    steps = store.stage_steps(writes)
+    yielded = 0
+    while True:
+        try:
+            next(steps)
+            yielded += 1
+        except StopIteration as done:
+            staged = done.value
+            break
+    assert yielded >= count // STAGE_STEP
+    expected = dict(base)
+    for key, value in writes.items():
+        if value is None:
+            expected.pop(key, None)
+        else:
+            expected[key] = value
+    assert staged.root == merkle.reference_root(sorted(expected.items()))
+    assert store.commit_staged(staged) == staged.root == store.root()

@@ -1,0 +1,125 @@
+"""Admission: the checks in the worker process give exactly the in-process outcome, the
+mempool uses them, and a pool that dies costs nothing but speed."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from node.chain.admission import CheckPool, check_batch, check_tx
+from node.chain.mempool import Mempool
+from node.config import MempoolSettings
+from node.core.crypto import SigningKey
+from node.core.errors import Reject, TxRejected
+from node.core.records import OrderKind, Side, TimeInForce
+from node.core.txs import PlaceOrder, SignedTx, sign_tx
+from node.core.view import MemoryState
+
+CHAIN = b"perpchain-test"
+KEY = SigningKey.from_label("test/admission")
+
+
+def order(nonce: int, chain_id: bytes = CHAIN) -> bytes:
+    body = PlaceOrder(
+        nonce=nonce,
+        market_id=1,
+        side=Side.BUY,
+        kind=OrderKind.LIMIT,
+        tif=TimeInForce.GTC,
+        price_quote=60_000 * 10**6,
+        size_atoms=100_000,
+        reduce_only=0,
+        trigger_price_quote=0,
+        client_id=nonce + 1,
+    )
+    return sign_tx(body, KEY, chain_id).raw
+
+
+def forged(raw: bytes) -> bytes:
+    """The same tx with one bit of its signature flipped (the signature is the last field)."""
+    return raw[:-1] + bytes([raw[-1] ^ 1])
+
+
+CASES = {
+    "good": order(0),
+    "bad signature": forged(order(1)),
+    "other chain": order(2, chain_id=b"another-chain"),
+    "malformed": b"\x93\x01\x02",
+    "oversize": b"\x00" * 5000,
+}
+EXPECTED = {
+    "good": 0,
+    "bad signature": Reject.BAD_SIGNATURE,
+    "other chain": Reject.BAD_SIGNATURE,
+    "malformed": Reject.MALFORMED,
+    "oversize": Reject.MALFORMED,
+}
+
+
+def outcome(raw: bytes) -> int:
+    try:
+        check_tx(raw, CHAIN, 4096)
+    except TxRejected as rejected:
+        return rejected.code
+    return 0
+
+
+def test_in_process_checks_name_what_failed() -> None:
+    assert {name: outcome(raw) for name, raw in CASES.items()} == EXPECTED
+    batch = check_batch(list(CASES.values()), CHAIN, 4096)
+    assert [0 if isinstance(item, SignedTx) else item[0] for item in batch] == list(
+        EXPECTED.values()
+    )
+
+
+@pytest.fixture
+def pool() -> CheckPool:
+    checks = CheckPool(CHAIN, 4096, workers=1)
+    yield checks
+    checks.close()
+
+
+async def test_the_pool_gives_the_in_process_outcomes(pool: CheckPool) -> None:
+    results = await pool.check_many(list(CASES.values()))
+    assert results is not None
+    for (name, raw), result in zip(CASES.items(), results, strict=True):
+        if EXPECTED[name] == 0:
+            assert isinstance(result, SignedTx) and result.raw == raw
+            assert result.tx_hash == check_tx(raw, CHAIN, 4096).tx_hash
+        else:
+            assert isinstance(result, TxRejected) and result.code == EXPECTED[name], name
+
+
+async def test_the_mempool_admits_prechecked_txs_as_it_would_unchecked(pool: CheckPool) -> None:
+    raws = [order(n) for n in range(8)] + [forged(order(8)), order(0)]
+    answers = []
+    for mempool_pool in (pool, None):
+        mempool = Mempool(CHAIN, MempoolSettings(), MemoryState(), 64, pool=mempool_pool)
+        await mempool.precheck(raws)
+        seen = []
+        for raw in raws:
+            try:
+                seen.append(mempool.add(raw).tx_hash.hex())
+            except TxRejected as rejected:
+                seen.append(int(rejected.code))
+        answers.append((seen, len(mempool)))
+    assert answers[0] == answers[1]
+    assert (
+        answers[0][0][8] == Reject.BAD_SIGNATURE and answers[0][1] == 8
+    )  # resubmission: idempotent
+
+
+async def test_a_dead_worker_means_checks_in_process(pool: CheckPool) -> None:
+    assert await pool.check_many([order(0)]) is not None
+    for pid in list(pool._executor._processes):  # type: ignore[union-attr]  # noqa: SLF001
+        os.kill(pid, signal.SIGKILL)
+    assert await pool.check_many([order(1)]) is None
+    assert not pool.alive
+    mempool = Mempool(CHAIN, MempoolSettings(), MemoryState(), 64, pool=pool)
+    await mempool.precheck([order(1)])  # nothing happens
+    assert mempool.add(order(1)).nonce == 1
+    with pytest.raises(TxRejected) as rejected:
+        mempool.add(forged(order(2)))
+    assert rejected.value.code == Reject.BAD_SIGNATURE
