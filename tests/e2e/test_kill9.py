@@ -14,7 +14,7 @@ from node.app import init_home
 from node.client import RpcCallError, RpcClient, RpcUnavailable
 from node.core.crypto import SigningKey
 from node.core.txs import Deposit, sign_tx
-from node.devnet import spawn_node
+from node.devnet import output_tail, spawn_node
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 GENESIS = ROOT / "genesis" / "devnet.json"
@@ -111,7 +111,7 @@ def test_a_follower_killed_at_random_moments_resumes_and_agrees(tmp_path: pathli
             assert client.call("node_status")["mode"] == "following"
         finally:
             node.send_signal(signal.SIGTERM)
-            assert node.wait(timeout=30) == 0
+            assert node.wait(timeout=30) == 0, output_tail(node)
     finally:
         sequencer.send_signal(signal.SIGTERM)
         sequencer.wait(timeout=30)
