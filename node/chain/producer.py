@@ -127,23 +127,6 @@ class PreparedBlock:
     index: dict[bytes, bytes | None]
 
 
-def prepare_block(
-    store: VersionedStore,
-    key: SigningKey,
-    parent: BlockHeader | None,
-    env: BlockEnv,
-    writes: Any,
-    txs: list[bytes],
-    receipts: BlockReceipts,
-    *,
-    extra_index: dict[bytes, bytes | None] | None = None,
-) -> PreparedBlock:
-    """Stage the state and sign the header over the new root (only reads the store)."""
-    return drive(
-        prepare_block_steps(store, key, parent, env, writes, txs, receipts, extra_index=extra_index)
-    )
-
-
 def prepare_block_steps(
     store: VersionedStore,
     key: SigningKey,
@@ -155,7 +138,8 @@ def prepare_block_steps(
     *,
     extra_index: dict[bytes, bytes | None] | None = None,
 ) -> Steps[PreparedBlock]:
-    """prepare_block as steps (see VersionedStore.stage_steps)."""
+    """Stage the state and sign the header over the new root (it only reads the store), as
+    steps (see VersionedStore.stage_steps); `drive(...)` runs it at once."""
     index = blocks_db.tx_index(env.height, [r.tx_hash for r in receipts.receipts])
     staged = yield from store.stage_steps(dict(writes), index=index | (extra_index or {}))
     yield
@@ -201,9 +185,9 @@ def commit_block(
     *,
     extra_index: dict[bytes, bytes | None] | None = None,
 ) -> BlockHeader:
-    """Stage, sign, commit: prepare_block then commit_prepared on one thread."""
-    prepared = prepare_block(
-        store, key, parent, env, writes, txs, receipts, extra_index=extra_index
+    """Stage, sign, commit: prepare_block_steps then commit_prepared on one thread."""
+    prepared = drive(
+        prepare_block_steps(store, key, parent, env, writes, txs, receipts, extra_index=extra_index)
     )
     return commit_prepared(store, prepared)
 
@@ -300,7 +284,7 @@ class Producer:
         )
 
     def _apply(self, txs: list[Any]) -> tuple[BlockEnv, Any, float, float]:
-        """apply_block then prepare_block on this thread; the result is a PreparedBlock plus
+        """apply_block then prepare_block_steps on this thread; the result is a PreparedBlock plus
         the block's result, or the InvariantViolation."""
         env = self._next_env()
         started = time.perf_counter()
