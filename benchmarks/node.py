@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--orders", type=int, default=None)
     parser.add_argument("--read-rate", type=int, default=500, help="perp_getAccount per second")
+    parser.add_argument(
+        "--order-rate", type=int, default=0, help="orders sent per second (0: as fast as taken)"
+    )
     args = parser.parse_args(argv)
     orders = args.orders or (2_000 if args.quick else 20_000)
     accounts = max(16, orders // 60)  # each account stays inside its 64-wide nonce window
@@ -139,13 +142,20 @@ def main(argv: list[str] | None = None) -> int:
                 daemon=True,
             )
 
+            # --order-rate paces the 4 senders (a batch of 100 each 400 / rate s apiece);
+            # 0 sends as fast as the node answers.
+            period_s = 400 / args.order_rate if args.order_rate else 0.0
+
             def sender(part: list[str]) -> None:
+                next_at = time.monotonic()
                 for offset in range(0, len(part), 100):
                     batch = [
                         {"jsonrpc": "2.0", "id": n, "method": "tx_submit", "params": {"tx": tx}}
                         for n, tx in enumerate(part[offset : offset + 100])
                     ]
                     _post(url, batch)
+                    next_at += period_s
+                    time.sleep(max(0.0, next_at - time.monotonic()))
 
             read_process.start()
             begin = time.monotonic()
@@ -178,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         "submit_s": round(submitted_s, 2),
         "orders_committed_per_s": int(committed / elapsed),
         "read_rate_per_s": args.read_rate,
+        "order_rate_per_s": args.order_rate or None,
         "reads": len(latencies),
         "read_p50_ms": round(latencies[len(latencies) // 2] * 1000, 2) if latencies else None,
         "read_p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2)
@@ -185,7 +196,11 @@ def main(argv: list[str] | None = None) -> int:
         else None,
         "ed25519_verify_per_s": ceiling,
     }
-    print(f"node bench: {orders} signed orders in batches of 100 from 4 threads, 250 ms blocks")
+    pace = f"paced at {args.order_rate:,}/s" if args.order_rate else "as fast as taken"
+    print(
+        f"node bench: {orders} signed orders in batches of 100 from 4 threads ({pace}), "
+        "250 ms blocks"
+    )
     print(
         f"committed {committed} in {blocks} blocks: {report['orders_committed_per_s']:,} orders/s "
         f"(target 3,000)"
