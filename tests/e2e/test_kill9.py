@@ -79,7 +79,7 @@ def test_a_follower_killed_at_random_moments_resumes_and_agrees(tmp_path: pathli
 
     rng = random.Random(11)
     seq, follower = tmp_path / "seq", tmp_path / "follower"
-    make_chain(seq, 300)  # the follower is killed while catching up, then while following
+    make_chain(seq, 600)  # the follower is killed while catching up, then while following
     init_home(follower, json.loads(GENESIS.read_text()), follower=True)
     sequencer, url = spawn_node(seq, "--block-interval-ms", "20")
     source = RpcClient(url, timeout_s=5)
@@ -117,4 +117,4 @@ def test_a_follower_killed_at_random_moments_resumes_and_agrees(tmp_path: pathli
         sequencer.wait(timeout=30)
     assert last_height > 0 and behind >= 3, (last_height, behind)  # kills mid-catch-up
     mine = roots(follower)
-    assert len(mine) > 300 and mine == roots(seq)[: len(mine)]
+    assert len(mine) > 600 and mine == roots(seq)[: len(mine)]
