@@ -17,6 +17,9 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures.process import BrokenProcessPool
 
@@ -27,6 +30,8 @@ from node.core.txs import SignedTx, decode_tx, validate_tx
 from node.log import log_event
 
 logger = logging.getLogger("perpchain.admission")
+
+PARENT_POLL_S = 0.5  # how often a worker checks that its node is still alive
 
 # What a worker returns per tx: the decoded tx, or the reject (code, message) of check_tx.
 Checked = SignedTx | tuple[int, str]
@@ -60,6 +65,20 @@ def _ready() -> bool:
     return True
 
 
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: exit as soon as the node that spawned this worker (pid `parent`,
+    taken by the node: it may be dead before this runs) is gone. A node killed with SIGKILL
+    never shuts its pool down, and the worker would wait on its queue for ever (the kill -9
+    tests left 120 of them); the parent's pid changes when it dies."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="admission-parent-watch", daemon=True).start()
+
+
 class CheckPool:
     """`workers` processes (spawned: nothing of the node's threads or sockets is inherited)
     that run check_batch."""
@@ -69,7 +88,10 @@ class CheckPool:
         self._max_tx_bytes = max_tx_bytes
         self._executor: concurrent.futures.ProcessPoolExecutor | None = (
             concurrent.futures.ProcessPoolExecutor(
-                max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+                max_workers=workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_die_with_parent,
+                initargs=(os.getpid(),),
             )
         )
         self._warming = self._executor.submit(_ready)  # start the worker now, not on a batch

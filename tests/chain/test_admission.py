@@ -4,7 +4,10 @@ mempool uses them, and a pool that dies costs nothing but speed."""
 from __future__ import annotations
 
 import os
+import pathlib
 import signal
+import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -75,7 +78,7 @@ def test_in_process_checks_name_what_failed() -> None:
 
 
 @pytest.fixture
-def pool() -> CheckPool:
+def pool() -> Iterator[CheckPool]:
     checks = CheckPool(CHAIN, 4096, workers=1)
     yield checks
     checks.close()
@@ -123,3 +126,42 @@ async def test_a_dead_worker_means_checks_in_process(pool: CheckPool) -> None:
     with pytest.raises(TxRejected) as rejected:
         mempool.add(forged(order(2)))
     assert rejected.value.code == Reject.BAD_SIGNATURE
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.add(int(entry))
+    return found
+
+
+def test_the_worker_of_a_node_killed_with_sigkill_exits(tmp_path: pathlib.Path) -> None:
+    from node.app import init_home
+    from node.devnet import spawn_node
+    from tests.e2e.chain import genesis_doc
+
+    home = tmp_path / "home"
+    init_home(home, genesis_doc())
+    node, _ = spawn_node(home)
+    deadline = time.monotonic() + 20
+    while not (workers := _children(node.pid)):
+        assert time.monotonic() < deadline, "the node started no admission worker"
+        time.sleep(0.05)
+    node.send_signal(signal.SIGKILL)
+    node.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while alive := {pid for pid in workers if os.path.exists(f"/proc/{pid}")}:
+        stats = {
+            pid: open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] for pid in alive
+        }
+        if all(state == "Z" for state in stats.values()):
+            break  # exited, waiting to be reaped by init
+        assert time.monotonic() < deadline, f"workers outlived their node: {stats}"
+        time.sleep(0.1)
