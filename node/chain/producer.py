@@ -158,19 +158,20 @@ def prepare_block_steps(
     )
     block = Block(header=header, txs=tuple(txs))
     yield
-    return PreparedBlock(
-        staged,
-        header,
-        block,
-        receipts,
-        blocks_db.block_records(block, receipts),
-        blocks_db.hash_index(block),
-    )
+    records = yield from blocks_db.block_records_steps(block, receipts)
+    return PreparedBlock(staged, header, block, receipts, records, blocks_db.hash_index(block))
 
 
 def commit_prepared(store: VersionedStore, prepared: PreparedBlock) -> BlockHeader:
     """State, block, receipts and indexes in one synced batch."""
-    store.commit_staged(prepared.staged, records=prepared.records, index=prepared.index)
+    return drive(commit_prepared_steps(store, prepared))
+
+
+def commit_prepared_steps(store: VersionedStore, prepared: PreparedBlock) -> Steps[BlockHeader]:
+    """commit_prepared as steps (VersionedStore.commit_staged_steps)."""
+    yield from store.commit_staged_steps(
+        prepared.staged, records=prepared.records, index=prepared.index
+    )
     return prepared.header
 
 
@@ -264,8 +265,14 @@ class Producer:
         except InvariantViolation as violation:
             return self._commit(txs, env, violation, started, time.perf_counter())
         prepared = await drive_in_slices(self._prepare_steps(env, txs, result))
-        await trio.lowlevel.checkpoint()  # the commit below is one step: let reads in first
-        return self._commit(txs, env, (prepared, result), started, time.perf_counter())
+        applied = time.perf_counter()
+        # The batch is filled in slices too; its synced write and the swap of the root are
+        # the last step, so readers see the previous block whole until then.
+        header = await drive_in_slices(commit_prepared_steps(self.store, prepared))
+        self._committed(txs, header, started, applied)
+        await trio.lowlevel.checkpoint()  # let reads in before the publication
+        self._publish(header, result)
+        return header
 
     def _next_env(self) -> BlockEnv:
         head = self.status.head
@@ -301,8 +308,6 @@ class Producer:
     def _commit(
         self, txs: list[Any], env: BlockEnv, outcome: Any, started: float, applied: float
     ) -> BlockHeader | None:
-        head = self.status.head
-        assert head is not None
         if isinstance(outcome, InvariantViolation):
             if self.metrics:
                 self.metrics.invariant_failures.inc()
@@ -310,6 +315,16 @@ class Producer:
             return None
         prepared, result = outcome
         header = commit_prepared(self.store, prepared)
+        self._committed(txs, header, started, applied)
+        self._publish(header, result)
+        return header
+
+    def _committed(
+        self, txs: list[Any], header: BlockHeader, started: float, applied: float
+    ) -> None:
+        """The head moves on: status, metrics and the block's log line."""
+        head = self.status.head
+        assert head is not None
         done = time.perf_counter()
         self.status.head = header
         self.status.committed_txs += len(txs)
@@ -332,9 +347,10 @@ class Producer:
             apply_ms=round((applied - started) * 1000, 1),
             commit_ms=round((done - applied) * 1000, 1),
         )
+
+    def _publish(self, header: BlockHeader, result: Any) -> None:
         if self.broadcaster is not None:
             publish_block(self.broadcaster, header, result.receipts, result.events)
-        return header
 
     async def run(self) -> None:
         """Produce a block every interval while producing; sleep while halted."""

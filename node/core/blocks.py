@@ -13,9 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+import msgpack
+
 from node.core import codec, merkle
 from node.core.crypto import SigningKey, domain, signing_bytes, tagged_hash, verify_signature
 from node.core.records import Event
+from node.core.steps import Steps
 from node.core.txs import tx_hash
 
 GENESIS_PARENT = b"\x00" * 32
@@ -146,6 +149,26 @@ def decode_block(data: bytes) -> Block:
 
 def encode_receipts(receipts: BlockReceipts) -> bytes:
     return codec.encode(receipts)
+
+
+RECEIPT_STEP = 128  # receipts encoded between two yields of encode_receipts_steps
+
+
+def encode_receipts_steps(receipts: BlockReceipts) -> Steps[bytes]:
+    """encode_receipts in steps of RECEIPT_STEP receipts, the same bytes: a msgpack array is
+    its header followed by its items' encodings, so the receipts are encoded one by one and
+    spliced into the encoding of the record with no receipts (tests/core: equal bytes)."""
+    parts = []
+    for position, receipt in enumerate(receipts.receipts):
+        parts.append(codec.encode(receipt))
+        if position % RECEIPT_STEP == RECEIPT_STEP - 1:
+            yield
+    empty = codec.encode(BlockReceipts(receipts=(), block_events=receipts.block_events))
+    # [TAG, [], [events...]]: a 3-array header, the tag, then the empty array (0x90).
+    at = 1 + len(codec.pack(BlockReceipts.TAG))
+    assert empty[at] == 0x90, "BlockReceipts is not [tag, receipts, block_events]"
+    header: bytes = msgpack.Packer().pack_array_header(len(parts))
+    return empty[:at] + header + b"".join(parts) + empty[at + 1 :]
 
 
 def decode_receipts(data: bytes) -> BlockReceipts:

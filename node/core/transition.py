@@ -94,6 +94,7 @@ class BlockResult:
 
 
 Handler = Callable[[Overlay, Any, bytes, BlockEnv, ChainParams], list[Event]]
+ENCODE_STEP = 256  # records encoded between two yields of apply_block_steps
 
 
 def _authorized(signer: bytes, expected: bytes) -> None:
@@ -545,7 +546,12 @@ def apply_block_steps(
     if invariants:
         check_invariants(Overlay(reader), view, env, liquidations=liquidations)
         yield
-    return BlockResult(view.writes(), tuple(receipts), tuple(block_events), liquidations)
+    writes = []
+    for position, pair in enumerate(view.iter_writes()):
+        writes.append(pair)
+        if position % ENCODE_STEP == ENCODE_STEP - 1:
+            yield
+    return BlockResult(tuple(writes), tuple(receipts), tuple(block_events), liquidations)
 
 
 def decode_block_txs(tx_bytes: Sequence[bytes]) -> list[SignedTx | Receipt]:

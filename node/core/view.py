@@ -258,13 +258,16 @@ class Overlay:
 
     def writes(self) -> tuple[tuple[bytes, bytes | None], ...]:
         """The sorted write set (records encoded canonically)."""
-        out: list[tuple[bytes, bytes | None]] = []
+        return tuple(self.iter_writes())
+
+    def iter_writes(self) -> Iterator[tuple[bytes, bytes | None]]:
+        """The sorted write set one pair at a time (apply_block_steps encodes it in steps)."""
+        pending = self._pending
         for key in self._ordered_keys():
-            value = self._pending[key]
+            value = pending[key]
             if value is not None and type(value) is not bytes:
                 value = codec.encode(value)
-            out.append((key, value))
-        return tuple(out)
+            yield key, value
 
 
 # ---- typed access (get_/put_/iter_ per STYLE §10)

@@ -13,9 +13,11 @@ from typing import Protocol
 
 import plyvel
 
+from node.core.steps import Steps
 from node.store.errors import StoreError, StoreLocked
 
 Op = tuple[bytes, bytes | None]  # (key, value); None deletes
+WRITE_STEP = 2_000  # ops put into a LevelDB batch between two yields of write_steps
 
 
 class Backend(Protocol):
@@ -29,6 +31,11 @@ class Backend(Protocol):
 
     def write(self, ops: Sequence[Op], *, sync: bool = True) -> None:
         """Apply every op atomically: after a crash, all of them or none."""
+        ...
+
+    def write_steps(self, ops: Sequence[Op], *, sync: bool = True) -> Steps[None]:
+        """`write` as steps: the batch is filled between yields and applied, atomically, in
+        the last step; nothing is visible to readers before that."""
         ...
 
     def compact(self) -> None: ...
@@ -84,6 +91,19 @@ class LevelDBBackend:
                 else:
                     put(key, value)
 
+    def write_steps(self, ops: Sequence[Op], *, sync: bool = True) -> Steps[None]:
+        # A WriteBatch is private until written: filling it in steps shows readers nothing.
+        batch = self._db.write_batch(sync=sync)
+        put, delete = batch.put, batch.delete
+        for position, (key, value) in enumerate(ops):
+            if position % WRITE_STEP == WRITE_STEP - 1:
+                yield
+            if value is None:
+                delete(key)
+            else:
+                put(key, value)
+        batch.write()
+
     def compact(self) -> None:
         self._db.compact_range()
 
@@ -123,6 +143,11 @@ class MemoryBackend:
                 if key not in data:
                     insort(keys, key)
                 data[key] = value
+
+    def write_steps(self, ops: Sequence[Op], *, sync: bool = True) -> Steps[None]:
+        self.write(ops, sync=sync)  # one step: in memory there is no batch to fill apart
+        return
+        yield
 
     def compact(self) -> None:
         pass  # nothing to reclaim in memory

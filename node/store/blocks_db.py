@@ -23,8 +23,10 @@ from node.core.blocks import (
     encode_block,
     encode_notice,
     encode_receipts,
+    encode_receipts_steps,
     header_hash,
 )
+from node.core.steps import Steps
 from node.store.versioned import VersionedStore
 
 BLOCK = "block"
@@ -38,6 +40,12 @@ _HEIGHT = struct.Struct(">Q")
 
 def block_records(block: Block, receipts: BlockReceipts) -> dict[str | bytes, bytes]:
     return {BLOCK: encode_block(block), RECEIPTS: encode_receipts(receipts)}
+
+
+def block_records_steps(block: Block, receipts: BlockReceipts) -> Steps[dict[str | bytes, bytes]]:
+    """block_records with the receipts encoded in steps (blocks.encode_receipts_steps)."""
+    encoded = yield from encode_receipts_steps(receipts)
+    return {BLOCK: encode_block(block), RECEIPTS: encoded}
 
 
 def tx_index(height: int, tx_hashes: list[bytes]) -> dict[bytes, bytes | None]:

@@ -553,6 +553,19 @@ class VersionedStore:
     ) -> bytes:
         """Write a staged version (plus its records and index entries known only once the
         root is, such as a block hash) as one atomic synced batch."""
+        return drive(self.commit_staged_steps(staged, records=records, index=index, epoch=epoch))
+
+    def commit_staged_steps(
+        self,
+        staged: Staged,
+        *,
+        records: Mapping[str | bytes, bytes] | None = None,
+        index: Mapping[bytes, bytes | None] | None = None,
+        epoch: int | None = None,
+    ) -> Steps[bytes]:
+        """`commit_staged` as steps: the batch is built and filled between yields; the last
+        step writes it (synced) and moves the head, so a reader between steps sees the
+        previous version whole. Only the store's one writer may drive it."""
         self._check_open()
         if epoch is not None and epoch != self._epoch:
             raise StaleWriter(f"commit from writer epoch {epoch}; the store is at {self._epoch}")
@@ -573,7 +586,8 @@ class VersionedStore:
         height, root = staged.height, staged.root
         ops.append((schema.root_key(height), _seal(root)))
         ops.append((schema.META_LATEST, _pack([height, root])))  # last: the commit point
-        self._db.write(ops, sync=True)
+        yield
+        yield from self._db.write_steps(ops, sync=True)
         self._height, self._root, self._root_node = height, root, staged.node
         self._remember(height, staged.node)
         return root
