@@ -92,20 +92,23 @@ class WriterCommands:
         self.producer.mempool.push_front(tx)
         return tx.tx_hash.hex()
 
-    # Checkpoints: the store is written by the writer only, and a commit runs on the trio
-    # thread in one piece, so a pin written here always lands between two blocks.
+    # Checkpoints: under the producer's lock like every write, so a pin lands between two
+    # blocks (a block is computed and committed in slices, its batch written in a thread).
 
-    def checkpoint_create(self, name: str, *, height: int | None, reason: str) -> dict[str, Any]:
+    async def checkpoint_create(
+        self, name: str, *, height: int | None, reason: str
+    ) -> dict[str, Any]:
         from node.ops import checkpoints
 
         try:
-            info = checkpoints.create_checkpoint(
-                self.producer.store,
-                name,
-                created_ms=self.producer.clock.now_ms(),
-                height=height,
-                reason=reason,
-            )
+            async with self.producer.lock:
+                info = checkpoints.create_checkpoint(
+                    self.producer.store,
+                    name,
+                    created_ms=self.producer.clock.now_ms(),
+                    height=height,
+                    reason=reason,
+                )
         except checkpoints.CheckpointError as error:
             raise _checkpoint_rpc_error(error) from None
         log_event(logger, "checkpoint.created", name=name, height=info.height)
@@ -116,11 +119,12 @@ class WriterCommands:
 
         return [info.to_json() for info in checkpoints.list_checkpoints(self.producer.store)]
 
-    def checkpoint_delete(self, name: str) -> dict[str, Any]:
+    async def checkpoint_delete(self, name: str) -> dict[str, Any]:
         from node.ops import checkpoints
 
         try:
-            info = checkpoints.delete_checkpoint(self.producer.store, name)
+            async with self.producer.lock:
+                info = checkpoints.delete_checkpoint(self.producer.store, name)
         except checkpoints.CheckpointError as error:
             raise _checkpoint_rpc_error(error) from None
         log_event(logger, "checkpoint.deleted", name=name, height=info.height)

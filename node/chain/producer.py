@@ -10,6 +10,7 @@ the trio thread between blocks, never concurrently with a block.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from node.core.blocks import (
 from node.core.crypto import SigningKey
 from node.core.errors import InvariantViolation
 from node.core.records import Event, EventKind
-from node.core.steps import Steps, drive
+from node.core.steps import Offload, Steps, drive
 from node.core.transition import apply_block, apply_block_steps
 from node.log import log_event, short_hex
 from node.store import Staged, VersionedStore, blocks_db
@@ -43,18 +44,36 @@ logger = logging.getLogger("perpchain.producer")
 
 NEW_HEADS = "new_heads"
 SLICE_S = 0.0005  # the longest the producer computes a block without letting reads in
+# After each block every object alive is frozen (gc.freeze): the cyclic collector then walks
+# only what later blocks allocate, instead of pausing the loop 30-50 ms (young collections of
+# a block's survivors) or ~110 ms (full ones) in the middle of a block. What is frozen is freed
+# by reference counting as usual; only cyclic garbage among it (finished request tasks) waits
+# for the full collection run every FULL_GC_BLOCKS blocks, between two blocks.
+FULL_GC_BLOCKS = 1_000
 R = TypeVar("R")
 
 
 async def drive_in_slices(steps: Steps[R]) -> R:
-    """Run a step generator to its return value, letting other trio tasks run every SLICE_S."""
+    """Run a step generator to its return value, letting other trio tasks run every SLICE_S;
+    offloaded work (a LevelDB batch write) runs in a worker thread, shielded: once begun it
+    finishes, so the store's head moves with what was written."""
     deadline = time.perf_counter() + SLICE_S
+    sent: Any = None
+    error: BaseException | None = None
     while True:
         try:
-            next(steps)
+            item = steps.throw(error) if error is not None else steps.send(sent)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
-        if time.perf_counter() >= deadline:
+        sent, error = None, None
+        if isinstance(item, Offload):
+            try:
+                with trio.CancelScope(shield=True):
+                    sent = await trio.to_thread.run_sync(item.work)
+            except BaseException as failure:  # noqa: BLE001 - thrown into the generator
+                error = failure
+            deadline = time.perf_counter() + SLICE_S
+        elif time.perf_counter() >= deadline:
             await trio.lowlevel.checkpoint()
             deadline = time.perf_counter() + SLICE_S
 
@@ -142,7 +161,7 @@ def prepare_block_steps(
     steps (see VersionedStore.stage_steps); `drive(...)` runs it at once."""
     index = blocks_db.tx_index(env.height, [r.tx_hash for r in receipts.receipts])
     staged = yield from store.stage_steps(dict(writes), index=index | (extra_index or {}))
-    yield
+    yield None
     header = sign_header(
         BlockHeader(
             chain_id=env.chain_id,
@@ -157,7 +176,7 @@ def prepare_block_steps(
         key,
     )
     block = Block(header=header, txs=tuple(txs))
-    yield
+    yield None
     records = yield from blocks_db.block_records_steps(block, receipts)
     return PreparedBlock(staged, header, block, receipts, records, blocks_db.hash_index(block))
 
@@ -322,7 +341,8 @@ class Producer:
     def _committed(
         self, txs: list[Any], header: BlockHeader, started: float, applied: float
     ) -> None:
-        """The head moves on: status, metrics and the block's log line."""
+        """The head moves on: status, metrics, the block's log line, the GC policy."""
+        self._collect_garbage(header.height)
         head = self.status.head
         assert head is not None
         done = time.perf_counter()
@@ -347,6 +367,20 @@ class Producer:
             apply_ms=round((applied - started) * 1000, 1),
             commit_ms=round((done - applied) * 1000, 1),
         )
+
+    def _collect_garbage(self, height: int) -> None:
+        if height % FULL_GC_BLOCKS == 0:
+            began = time.perf_counter()
+            gc.unfreeze()
+            collected = gc.collect()
+            log_event(
+                logger,
+                "gc.full",
+                height=height,
+                collected=collected,
+                ms=round((time.perf_counter() - began) * 1000, 1),
+            )
+        gc.freeze()
 
     def _publish(self, header: BlockHeader, result: Any) -> None:
         if self.broadcaster is not None:

@@ -162,7 +162,7 @@ def encode_receipts_steps(receipts: BlockReceipts) -> Steps[bytes]:
     for position, receipt in enumerate(receipts.receipts):
         parts.append(codec.encode(receipt))
         if position % RECEIPT_STEP == RECEIPT_STEP - 1:
-            yield
+            yield None
     empty = codec.encode(BlockReceipts(receipts=(), block_events=receipts.block_events))
     # [TAG, [], [events...]]: a 3-array header, the tag, then the empty array (0x90).
     at = 1 + len(codec.pack(BlockReceipts.TAG))

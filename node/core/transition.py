@@ -538,19 +538,19 @@ def apply_block_steps(
     receipts = []
     for tx in txs:
         receipts.append(apply_tx(view, tx, env, params, verify_signatures=verify_signatures))
-        yield
+        yield None
     run_triggers(view, params, env.time_ms, block_events)
-    yield
+    yield None
     liquidations = run_liquidations(view, params, env.time_ms, block_events)
-    yield
+    yield None
     if invariants:
         check_invariants(Overlay(reader), view, env, liquidations=liquidations)
-        yield
+        yield None
     writes = []
     for position, pair in enumerate(view.iter_writes()):
         writes.append(pair)
         if position % ENCODE_STEP == ENCODE_STEP - 1:
-            yield
+            yield None
     return BlockResult(tuple(writes), tuple(receipts), tuple(block_events), liquidations)
 
 

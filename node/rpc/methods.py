@@ -57,13 +57,13 @@ class Commands(Protocol):
 
     async def inject_fault(self, kind: str) -> dict[str, Any]: ...
 
-    def checkpoint_create(
+    async def checkpoint_create(
         self, name: str, *, height: int | None, reason: str
     ) -> dict[str, Any]: ...
 
     def checkpoint_list(self) -> list[dict[str, Any]]: ...
 
-    def checkpoint_delete(self, name: str) -> dict[str, Any]: ...
+    async def checkpoint_delete(self, name: str) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -489,7 +489,7 @@ def build_tables(ctx: NodeContext) -> tuple[MethodTable, MethodTable]:
         name = str_param(params, "name", max_len=64)
         reason = str_param(params, "reason", default="")
         height = int_param(params, "height", default=None)
-        return commands().checkpoint_create(name, height=height, reason=reason)
+        return await commands().checkpoint_create(name, height=height, reason=reason)
 
     @admin.method("admin_checkpointList")
     async def admin_checkpoint_list(params: dict[str, Any]) -> Any:
@@ -499,6 +499,6 @@ def build_tables(ctx: NodeContext) -> tuple[MethodTable, MethodTable]:
     @admin.method("admin_checkpointDelete")
     async def admin_checkpoint_delete(params: dict[str, Any]) -> Any:
         check_params(params, ("name",))
-        return commands().checkpoint_delete(str_param(params, "name", max_len=64))
+        return await commands().checkpoint_delete(str_param(params, "name", max_len=64))
 
     return public, admin

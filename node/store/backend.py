@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 from bisect import bisect_left, insort
 from collections.abc import Iterator, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import plyvel
 
-from node.core.steps import Steps
+from node.core.steps import Offload, Steps
 from node.store.errors import StoreError, StoreLocked
 
 Op = tuple[bytes, bytes | None]  # (key, value); None deletes
@@ -38,9 +38,24 @@ class Backend(Protocol):
         the last step; nothing is visible to readers before that."""
         ...
 
+    def snapshot(self) -> Reader:
+        """Reads of the data as it is now, unaffected by later writes; released when the last
+        reference to it (an open scan's included) goes."""
+        ...
+
     def compact(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+class Reader(Protocol):
+    """The read half of a backend (a backend itself, or one of its snapshots)."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def scan(
+        self, start: bytes, stop: bytes | None = None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]: ...
 
 
 class LevelDBBackend:
@@ -97,12 +112,17 @@ class LevelDBBackend:
         put, delete = batch.put, batch.delete
         for position, (key, value) in enumerate(ops):
             if position % WRITE_STEP == WRITE_STEP - 1:
-                yield
+                yield None
             if value is None:
                 delete(key)
             else:
                 put(key, value)
-        batch.write()
+        # LevelDB's write (log, sync, memtable) runs without the GIL: a driver on an event
+        # loop may run it in a thread (node.core.steps.Offload).
+        yield Offload(batch.write)
+
+    def snapshot(self) -> Reader:
+        return _Snapshot(self._db.snapshot())
 
     def compact(self) -> None:
         self._db.compact_range()
@@ -110,6 +130,21 @@ class LevelDBBackend:
     def close(self) -> None:
         if not self._db.closed:
             self._db.close()
+
+
+class _Snapshot:
+    """A plyvel snapshot behind the Reader protocol."""
+
+    def __init__(self, snapshot: Any) -> None:  # plyvel exports no Snapshot type
+        self._snapshot = snapshot
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._snapshot.get(key)  # type: ignore[no-any-return]
+
+    def scan(
+        self, start: bytes, stop: bytes | None = None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        return self._snapshot.iterator(start=start, stop=stop, reverse=reverse)  # type: ignore[no-any-return]
 
 
 class MemoryBackend:
@@ -148,6 +183,9 @@ class MemoryBackend:
         self.write(ops, sync=sync)  # one step: in memory there is no batch to fill apart
         return
         yield
+
+    def snapshot(self) -> Reader:
+        return self  # writes happen within one step here: no reader runs in between
 
     def compact(self) -> None:
         pass  # nothing to reclaim in memory

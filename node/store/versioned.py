@@ -37,7 +37,7 @@ import msgpack
 from node.core import merkle
 from node.core.steps import Steps, drive
 from node.store import parallel, schema, tree
-from node.store.backend import Backend, LevelDBBackend, Op
+from node.store.backend import Backend, LevelDBBackend, Op, Reader
 from node.store.errors import (
     HeightUnavailable,
     ImportRefused,
@@ -182,6 +182,10 @@ class VersionedStore:
         if tune_gc and gc.get_threshold()[0] < GC_THRESHOLDS[0]:
             gc.set_threshold(*GC_THRESHOLDS)
         self._db = backend
+        # Every read goes to `_reads`: the backend, or while a commit's batch is written in a
+        # worker thread (commit_staged_steps), a snapshot of the version before it, so a
+        # reader never sees rows of a version the head has not moved to.
+        self._reads: Reader = backend
         self._window = max(1, history_window)
         self._closed = False
         self._recent: OrderedDict[int, tree.Node] = OrderedDict()  # height -> root node
@@ -255,7 +259,7 @@ class VersionedStore:
             return "damaged import marker"
 
     def _read_latest(self) -> tuple[int, bytes]:
-        raw = self._db.get(schema.META_LATEST)
+        raw = self._reads.get(schema.META_LATEST)
         if raw is None:
             if self._next_retained(0) is not None:  # not root_key(0): it may be pruned
                 raise StoreCorrupted("roots are stored but the latest marker is missing")
@@ -307,7 +311,7 @@ class VersionedStore:
 
     def _recorded_root(self, height: int) -> bytes | None:
         """The root row of `height` (None: not retained); StoreCorrupted if damaged."""
-        raw = self._db.get(schema.root_key(height))
+        raw = self._reads.get(schema.root_key(height))
         if raw is None:
             return None
         root = _unseal(raw, f"recorded root of height {height}")
@@ -319,15 +323,15 @@ class VersionedStore:
         self._check_open()
         _check_key(key)
         if height is None:
-            return self._db.get(schema.flat_key(key))
+            return self._reads.get(schema.flat_key(key))
         self._require_retained(height)
         if height == self._height:
-            return self._db.get(schema.flat_key(key))
+            return self._reads.get(schema.flat_key(key))
         return self._versioned_get(key, height)
 
     def _versioned_get(self, key: bytes, height: int) -> bytes | None:
         prefix = schema.versioned_prefix(key)
-        for physical, raw in self._db.scan(
+        for physical, raw in self._reads.scan(
             schema.versioned_key(key, height), schema.prefix_end(prefix)
         ):
             return self._versioned_value(key, physical, raw)
@@ -341,7 +345,7 @@ class VersionedStore:
 
     def _iter_flat(self, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         first = schema.flat_key(max(prefix, start))
-        for physical, value in self._db.scan(first, schema.prefix_end(schema.flat_key(prefix))):
+        for physical, value in self._reads.scan(first, schema.prefix_end(schema.flat_key(prefix))):
             yield physical[1:], value
 
     def iter_state(self, height: int | None = None) -> Iterator[tuple[bytes, bytes]]:
@@ -356,7 +360,7 @@ class VersionedStore:
         self._check_open()
         if height is not None:
             self._require_retained(height)
-        flat = self._db.scan(schema.FLAT, schema.prefix_end(schema.FLAT))
+        flat = self._reads.scan(schema.FLAT, schema.prefix_end(schema.FLAT))
         if height is None or height == self._height:
             return ((physical[1:], value) for physical, value in flat)
         olds: dict[bytes, bytes | None] = {}
@@ -399,14 +403,14 @@ class VersionedStore:
     def index_get(self, key: bytes) -> bytes | None:
         """The latest value of a non-Merkleized index entry (tx hash -> location, ...)."""
         self._check_open()
-        raw = self._db.get(schema.index_key(_check_key(key)))
+        raw = self._reads.get(schema.index_key(_check_key(key)))
         return None if raw is None else _unseal(raw, f"index entry {key!r}")
 
     def index_scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Index entries whose key starts with `prefix` (non-empty), in key order."""
         self._check_open()
         first = schema.index_key(_check_key(prefix))
-        for physical, raw in self._db.scan(first, schema.prefix_end(first)):
+        for physical, raw in self._reads.scan(first, schema.prefix_end(first)):
             key = physical[len(schema.INDEX) :]
             yield key, _unseal(raw, f"index entry {key!r}")
 
@@ -414,7 +418,7 @@ class VersionedStore:
         """A per-height record (block, receipts...) written with the commit of `height`."""
         self._check_open()
         raw_name = _check_name(name)
-        raw = self._db.get(schema.record_key(height, raw_name))
+        raw = self._reads.get(schema.record_key(height, raw_name))
         return None if raw is None else _unseal(raw, f"record {raw_name!r} of height {height}")
 
     def records(self, height: int) -> list[tuple[bytes, bytes]]:
@@ -422,13 +426,13 @@ class VersionedStore:
         prefix = schema.record_prefix(height)
         return [
             (k[len(prefix) :], _unseal(v, f"record {k[len(prefix) :]!r} of height {height}"))
-            for k, v in self._db.scan(prefix, schema.prefix_end(prefix))
+            for k, v in self._reads.scan(prefix, schema.prefix_end(prefix))
         ]
 
     def retained_heights(self) -> list[int]:
         """Every height whose state can still be read, proven and restored, ascending."""
         self._check_open()
-        return [schema.read_u64(k, 1) for k, _ in self._db.scan(schema.ROOT, b"s")]
+        return [schema.read_u64(k, 1) for k, _ in self._reads.scan(schema.ROOT, b"s")]
 
     def diff(
         self, from_height: int, to_height: int
@@ -499,13 +503,13 @@ class VersionedStore:
         state = sorted((_check_key(k), _check_value(k, v)) for k, v in writes.items())
         extra = sorted((_check_key(k), _check_value(k, v)) for k, v in (index or {}).items())
         height = self._height + 1
-        get = self._db.get
+        get = self._reads.get
         ops: list[Op] = []
         diff: list[list[Any]] = []
         changes: list[tree.Change] = []
         for position, (key, value) in enumerate(state):
             if position % STAGE_STEP == STAGE_STEP - 1:
-                yield
+                yield None
             flat = schema.FLAT + key
             old = get(flat)
             if old == value:
@@ -526,7 +530,7 @@ class VersionedStore:
         # steps of a few milliseconds instead of one of ~15 ms per 1,000-order block.
         node = self._root_node
         for start in range(0, len(changes), STAGE_STEP):
-            yield
+            yield None
             node = tree.update(node, changes[start : start + STAGE_STEP])
         return Staged(height, tree.root_hash(node), len(changes), self._root_node, node, ops, diff)
 
@@ -535,7 +539,7 @@ class VersionedStore:
     ) -> None:
         for key, value in entries:
             physical = schema.INDEX + key
-            raw = self._db.get(physical)
+            raw = self._reads.get(physical)
             old = None if raw is None else _unseal(raw, f"index entry {key!r}")
             if old != value:
                 diff.append(
@@ -586,9 +590,13 @@ class VersionedStore:
         height, root = staged.height, staged.root
         ops.append((schema.root_key(height), _seal(root)))
         ops.append((schema.META_LATEST, _pack([height, root])))  # last: the commit point
-        yield
-        yield from self._db.write_steps(ops, sync=True)
-        self._height, self._root, self._root_node = height, root, staged.node
+        yield None
+        self._reads = self._db.snapshot()
+        try:
+            yield from self._db.write_steps(ops, sync=True)
+            self._height, self._root, self._root_node = height, root, staged.node
+        finally:
+            self._reads = self._db  # the snapshot goes with its last reader
         self._remember(height, staged.node)
         return root
 
@@ -685,15 +693,15 @@ class VersionedStore:
         """No rows but meta rows (format, epoch): nothing was ever committed or imported."""
         meta = schema.META_LATEST[:1]
         for start, stop in ((b"", meta), (schema.prefix_end(meta) or b"", None)):
-            if next(iter(self._db.scan(start, stop)), None) is not None:
+            if next(iter(self._reads.scan(start, stop)), None) is not None:
                 return False
-        return self._db.get(schema.META_IMPORT) is None
+        return self._reads.get(schema.META_IMPORT) is None
 
     def _discard_import(self) -> None:
         """Remove the rows of a refused import in bounded batches, then its marker."""
         for prefix in (schema.FLAT, schema.VERSIONED):
             while True:
-                rows = self._db.scan(prefix, schema.prefix_end(prefix))
+                rows = self._reads.scan(prefix, schema.prefix_end(prefix))
                 batch: list[Op] = [
                     (physical, None)
                     for physical, _ in itertools.islice(rows, 2 * IMPORT_PAIRS_PER_BATCH)
@@ -731,7 +739,7 @@ class VersionedStore:
         """Pin `height` (default: the head) under `name`; pruning never removes it."""
         self._check_open()
         raw_name = _check_name(name)
-        if self._db.get(schema.checkpoint_key(raw_name)) is not None:
+        if self._reads.get(schema.checkpoint_key(raw_name)) is not None:
             raise ValueError(f"checkpoint {name!r} exists")
         height = self._height if height is None else height
         if height < 0:
@@ -745,7 +753,9 @@ class VersionedStore:
         """Every pin, ordered by height then name."""
         self._check_open()
         out = []
-        for physical, raw in self._db.scan(schema.CHECKPOINT, schema.prefix_end(schema.CHECKPOINT)):
+        for physical, raw in self._reads.scan(
+            schema.CHECKPOINT, schema.prefix_end(schema.CHECKPOINT)
+        ):
             height, root, _ = self._decode_checkpoint(raw)
             out.append(Checkpoint(physical[1:].decode("utf-8", "replace"), height, root))
         out.sort(key=lambda cp: (cp.height, cp.name))
@@ -753,7 +763,7 @@ class VersionedStore:
 
     def get_checkpoint(self, name: str) -> Checkpoint:
         self._check_open()
-        raw = self._db.get(schema.checkpoint_key(_check_name(name)))
+        raw = self._reads.get(schema.checkpoint_key(_check_name(name)))
         if raw is None:
             raise KeyError(f"no checkpoint named {name!r}")
         height, root, _ = self._decode_checkpoint(raw)
@@ -762,7 +772,7 @@ class VersionedStore:
     def delete_checkpoint(self, name: str) -> None:
         self._check_open()
         key = schema.checkpoint_key(_check_name(name))
-        if self._db.get(key) is None:
+        if self._reads.get(key) is None:
             raise KeyError(f"no checkpoint named {name!r}")
         self._db.write([(key, None)], sync=True)
 
@@ -793,9 +803,9 @@ class VersionedStore:
         self._require_retained(height)
         if height == self._height:
             return RollbackResult(0, height, height, 0, 0)
-        seq = self._db.get(schema.META_FORK_SEQ)
+        seq = self._reads.get(schema.META_FORK_SEQ)
         fork_id = (0 if seq is None else schema.read_u64(seq)) + 1
-        if self._db.get(schema.fork_key(fork_id)) is not None:  # never overwrite an archive
+        if self._reads.get(schema.fork_key(fork_id)) is not None:  # never overwrite an archive
             raise StoreCorrupted(f"fork sequence {fork_id - 1} is behind the recorded forks")
         marker = _pack([height, fork_id, self._height])
         ops: list[Op] = [
@@ -851,7 +861,7 @@ class VersionedStore:
         """
         decoded = _unpack(marker, "rollback marker")
         target, fork_id = decoded[0], decoded[1]
-        latest_raw = self._db.get(schema.META_LATEST)
+        latest_raw = self._reads.get(schema.META_LATEST)
         current = -1 if latest_raw is None else _unpack(latest_raw, "latest marker")[0]
         heights = [h for h in self._retained_from(target) if h > target and h <= current]
         heights.reverse()  # newest first
@@ -894,15 +904,15 @@ class VersionedStore:
         between them into this one, every version of a key in (previous, height] goes.
         """
         merged = previous != height - 1
-        diff_raw = self._db.get(schema.diff_key(height)) or _encode_diff([])
-        root_raw = self._db.get(schema.root_key(height)) or _seal(b"")
+        diff_raw = self._reads.get(schema.diff_key(height)) or _encode_diff([])
+        root_raw = self._reads.get(schema.root_key(height)) or _seal(b"")
         rows = 2
         for ns, key, flag, old in self._decode_diff(diff_raw, height):
             value = old if flag == _PRESENT else None
             if ns == schema.NS_STATE:
                 pending[schema.FLAT + key] = value
                 if merged:
-                    for physical, _ in self._db.scan(
+                    for physical, _ in self._reads.scan(
                         schema.versioned_key(key, height), schema.versioned_key(key, previous)
                     ):
                         ops.append((physical, None))
@@ -915,7 +925,7 @@ class VersionedStore:
                 rows += 1
         # Records are never pruned, so the heights merged into this one still have theirs:
         # they were reverted too and are archived with it, not left behind for a new fork.
-        for physical, blob in self._db.scan(
+        for physical, blob in self._reads.scan(
             schema.record_prefix(previous + 1), schema.record_prefix(height + 1)
         ):
             record_height = schema.read_u64(physical, 1)
@@ -957,7 +967,7 @@ class VersionedStore:
         """Every rollback, oldest first."""
         self._check_open()
         out = []
-        for physical, raw in self._db.scan(schema.FORK, schema.prefix_end(schema.FORK)):
+        for physical, raw in self._reads.scan(schema.FORK, schema.prefix_end(schema.FORK)):
             from_height, to_height, reason = _unpack(_unseal(raw, "fork record"), "fork record")
             out.append(Fork(schema.read_u64(physical, 1), from_height, to_height, reason))
         return out
@@ -966,14 +976,14 @@ class VersionedStore:
         """A record of a rolled-back height (also `\\x00diff`, packed, and `\\x00root`)."""
         self._check_open()
         raw_name = name.encode() if isinstance(name, str) else name
-        raw = self._db.get(schema.archive_key(fork_id, height, raw_name))
+        raw = self._reads.get(schema.archive_key(fork_id, height, raw_name))
         what = f"archived record {raw_name!r} of fork {fork_id} height {height}"
         return None if raw is None else _unseal(raw, what)
 
     def archived_diff(self, fork_id: int, height: int) -> list[tuple[bytes, bytes | None]]:
         """(state key, value before `height`) for each key the rolled-back height changed."""
         self._check_open()
-        raw = self._db.get(schema.archive_key(fork_id, height, schema.ARCHIVED_DIFF))
+        raw = self._reads.get(schema.archive_key(fork_id, height, schema.ARCHIVED_DIFF))
         if raw is None:
             return []
         return [
@@ -1036,7 +1046,8 @@ class VersionedStore:
         """Delete versions of `key` below `before` that no retained height reads any more."""
         prefix = schema.versioned_prefix(key)
         versions = [
-            schema.versioned_height(k) for k, _ in self._db.scan(prefix, schema.prefix_end(prefix))
+            schema.versioned_height(k)
+            for k, _ in self._reads.scan(prefix, schema.prefix_end(prefix))
         ]
         versions.reverse()  # ascending
         removed = 0
@@ -1073,7 +1084,9 @@ class VersionedStore:
             self._require_retained(at)
         out: list[tuple[bytes, bytes]] = []
         last: bytes | None = None
-        for physical, raw in self._db.scan(schema.VERSIONED, schema.prefix_end(schema.VERSIONED)):
+        for physical, raw in self._reads.scan(
+            schema.VERSIONED, schema.prefix_end(schema.VERSIONED)
+        ):
             size = int.from_bytes(physical[1:3], "big")
             key = physical[3 : 3 + size]
             if key == last or schema.versioned_height(physical) > at:
@@ -1146,7 +1159,7 @@ class VersionedStore:
                     f"flat state at height {self._height} hashes to {computed.hex()}, "
                     f"{what} is {root.hex() if root else None}"
                 )
-        raw = self._db.get(schema.META_LATEST)
+        raw = self._reads.get(schema.META_LATEST)
         if self._height >= 0 and (raw is None or _unpack(raw, "latest")[1] != computed):
             raise StoreCorrupted("latest marker disagrees with the flat state")
 
@@ -1180,7 +1193,7 @@ class VersionedStore:
             if self.root(cp.height) != cp.root:
                 raise StoreCorrupted(f"checkpoint {cp.name!r} root differs from height {cp.height}")
         for prefix in (schema.RECORD, schema.INDEX, schema.ARCHIVE, schema.FORK):
-            for physical, raw in self._db.scan(prefix, schema.prefix_end(prefix)):
+            for physical, raw in self._reads.scan(prefix, schema.prefix_end(prefix)):
                 _unseal(raw, f"row {physical!r}")
         return len(heights)
 
@@ -1195,14 +1208,14 @@ class VersionedStore:
             raise TypeError(f"height must be an int, not {type(height).__name__}")
         if height < 0 or height > self._height:
             raise HeightUnavailable(f"height {height} is not committed (head is {self._height})")
-        if height != self._height and self._db.get(schema.root_key(height)) is None:
+        if height != self._height and self._reads.get(schema.root_key(height)) is None:
             raise HeightUnavailable(f"height {height} was pruned or rolled back")
 
     def _retained_from(self, low: int) -> list[int]:
-        return [schema.read_u64(k, 1) for k, _ in self._db.scan(schema.root_key(low), b"s")]
+        return [schema.read_u64(k, 1) for k, _ in self._reads.scan(schema.root_key(low), b"s")]
 
     def _next_retained(self, low: int) -> int | None:
-        for physical, _ in self._db.scan(schema.root_key(low), b"s"):
+        for physical, _ in self._reads.scan(schema.root_key(low), b"s"):
             return schema.read_u64(physical, 1)
         return None
 
@@ -1210,11 +1223,11 @@ class VersionedStore:
         """Retained heights in (low, high]."""
         return [
             schema.read_u64(k, 1)
-            for k, _ in self._db.scan(schema.root_key(low + 1), schema.root_key(high + 1))
+            for k, _ in self._reads.scan(schema.root_key(low + 1), schema.root_key(high + 1))
         ]
 
     def _read_diff(self, height: int) -> list[tuple[int, bytes, int, bytes]]:
-        raw = self._db.get(schema.diff_key(height))
+        raw = self._reads.get(schema.diff_key(height))
         return [] if raw is None else self._decode_diff(raw, height)
 
     @staticmethod

@@ -228,7 +228,7 @@ def test_pins_made_by_other_code_are_listed_and_deleted(
     assert code == 1 and "1 to 64 characters" in err
 
 
-def test_writer_commands_map_refusals_to_rpc_codes(tmp_path: pathlib.Path) -> None:
+async def test_writer_commands_map_refusals_to_rpc_codes(tmp_path: pathlib.Path) -> None:
     """The writer's side of admin_checkpoint*: pruned -> 2004, unknown -> 2003, else -32602."""
     from types import SimpleNamespace
 
@@ -239,9 +239,11 @@ def test_writer_commands_map_refusals_to_rpc_codes(tmp_path: pathlib.Path) -> No
     home = tmp_path / "home"
     make_chain(home, 8)
     with VersionedStore.open(home / "data") as store:
-        producer: Any = SimpleNamespace(store=store, clock=ManualClock(start_ms=1_234))
+        producer: Any = SimpleNamespace(
+            store=store, clock=ManualClock(start_ms=1_234), lock=trio.Lock()
+        )
         commands = WriterCommands(producer, None, load_genesis(home))
-        made = commands.checkpoint_create("a", height=3, reason="r")
+        made = await commands.checkpoint_create("a", height=3, reason="r")
         assert made["created_ms"] == "1234" and made["state_root"] == store.root(3).hex()
         store.prune(6)
         for call, code in (
@@ -257,8 +259,8 @@ def test_writer_commands_map_refusals_to_rpc_codes(tmp_path: pathlib.Path) -> No
             (lambda: commands.checkpoint_delete("zz"), ErrorCode.NOT_FOUND),
         ):
             with pytest.raises(RpcError) as refused:
-                call()
+                await call()
             assert refused.value.code == code
         assert [c["name"] for c in commands.checkpoint_list()] == ["a"]
-        assert commands.checkpoint_delete("a")["height"] == "3"
+        assert (await commands.checkpoint_delete("a"))["height"] == "3"
         assert commands.checkpoint_list() == []

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from node.core import merkle
-from node.store import HeightUnavailable, StaleWriter, StoreError, VersionedStore
+from node.core.steps import Offload
+from node.store import (
+    HeightUnavailable,
+    LevelDBBackend,
+    StaleWriter,
+    StoreError,
+    VersionedStore,
+)
 from node.store.versioned import STAGE_STEP
 from tests.store.conftest import StoreFactory
 
@@ -254,3 +261,34 @@ def test_staging_in_steps_gives_the_root_of_one_update(
             expected[key] = value
     assert staged.root == merkle.reference_root(sorted(expected.items()))
     assert store.commit_staged(staged) == staged.root == store.root()
+
+
+def test_a_commit_in_steps_shows_readers_the_previous_version_until_the_head_moves(
+    open_store: StoreFactory,
+) -> None:
+    """The producer fills the batch in slices and writes it in a worker thread (an Offload):
+    a reader meanwhile, even after LevelDB applied the batch, sees the previous version whole,
+    matching the head it reports; after the last step it sees the new one."""
+    store = open_store()
+    store.commit({b"a": b"1", b"b": b"1"})
+    staged = store.stage({b"a": b"2", b"c": b"2"}, index={b"tx": b"2"})
+    steps = store.commit_staged_steps(staged, records={"block": b"two"})
+    offloaded = 0
+    sent = None
+    while True:
+        try:
+            item = steps.send(sent)
+        except StopIteration:
+            break
+        sent = None
+        before = (store.height, store.get(b"a"), store.get(b"c"), list(store.iter_prefix(b"")))
+        assert before == (0, b"1", None, [(b"a", b"1"), (b"b", b"1")])
+        assert store.index_get(b"tx") is None
+        if isinstance(item, Offload):
+            offloaded += 1
+            sent = item.work()  # the batch is in LevelDB now; the head has not moved yet
+            assert (store.get(b"a"), store.get(b"c"), store.index_get(b"tx")) == (b"1", None, None)
+    assert offloaded == (1 if isinstance(store._db, LevelDBBackend) else 0)  # noqa: SLF001
+    assert (store.height, store.get(b"a"), store.get(b"c")) == (1, b"2", b"2")
+    assert store.index_get(b"tx") == b"2" and store.record(1, "block") == b"two"
+    assert store.root() == staged.root
