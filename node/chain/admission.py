@@ -1,6 +1,6 @@
 """The stateless admission checks of a tx (size, canonical decoding, shape, Ed25519 signature
 over the chain id), and a worker process that runs them for a whole RPC batch at once.
-Imports node.core only (the worker process imports nothing else).
+Imports trio, node.core and node.log (the worker process runs node.core code only).
 
 Why a process and not a thread: cryptography's Ed25519 verify releases the GIL for its ~70 us
 and must then take it back from the thread that is building a block; on the event loop each
