@@ -10,7 +10,6 @@ the trio thread between blocks, never concurrently with a block.
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 from dataclasses import dataclass, field
@@ -44,12 +43,6 @@ logger = logging.getLogger("perpchain.producer")
 
 NEW_HEADS = "new_heads"
 SLICE_S = 0.0005  # the longest the producer computes a block without letting reads in
-# After each block every object alive is frozen (gc.freeze): the cyclic collector then walks
-# only what later blocks allocate, instead of pausing the loop 30-50 ms (young collections of
-# a block's survivors) or ~110 ms (full ones) in the middle of a block. What is frozen is freed
-# by reference counting as usual; only cyclic garbage among it (finished request tasks) waits
-# for the full collection run every FULL_GC_BLOCKS blocks, between two blocks.
-FULL_GC_BLOCKS = 1_000
 R = TypeVar("R")
 
 
@@ -341,8 +334,7 @@ class Producer:
     def _committed(
         self, txs: list[Any], header: BlockHeader, started: float, applied: float
     ) -> None:
-        """The head moves on: status, metrics, the block's log line, the GC policy."""
-        self._collect_garbage(header.height)
+        """The head moves on: status, metrics and the block's log line."""
         head = self.status.head
         assert head is not None
         done = time.perf_counter()
@@ -367,20 +359,6 @@ class Producer:
             apply_ms=round((applied - started) * 1000, 1),
             commit_ms=round((done - applied) * 1000, 1),
         )
-
-    def _collect_garbage(self, height: int) -> None:
-        if height % FULL_GC_BLOCKS == 0:
-            began = time.perf_counter()
-            gc.unfreeze()
-            collected = gc.collect()
-            log_event(
-                logger,
-                "gc.full",
-                height=height,
-                collected=collected,
-                ms=round((time.perf_counter() - began) * 1000, 1),
-            )
-        gc.freeze()
 
     def _publish(self, header: BlockHeader, result: Any) -> None:
         if self.broadcaster is not None:
