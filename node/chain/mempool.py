@@ -68,10 +68,8 @@ class Mempool:
     async def precheck(self, raws: Sequence[bytes]) -> None:
         """Run the stateless checks of `raws` in the admission pool (one hand-off for the
         batch); `add` then uses the outcomes. Nothing happens without a pool."""
-        if self._pool is None or not self._pool.alive:
-            return
-        results = await self._pool.check_many(raws)
-        if results is None:
+        results = None if self._pool is None else await self._pool.check_many(raws)
+        if results is None:  # no pool, or it is gone: add() checks in-process
             return
         if len(self._prechecked) + len(results) > MAX_PRECHECKED:
             self._prechecked.clear()

@@ -261,10 +261,10 @@ class Producer:
         the loop answers requests (apply_block_steps, prepare_block_steps): in a worker thread
         it would share the GIL with the loop, and every LevelDB call or socket operation of
         either side would then wait for the other's switch interval (scripts/bench node
-        measured reads 5x slower that way). The longest steps are the encoding of the block's
-        records (~8 ms for 1,000 orders) and the commit (one synced LevelDB batch and the swap
-        of the in-memory root, ~10 ms), which stays one step so the store never changes under
-        a reader. The mempool is touched here only."""
+        measured reads 5x slower that way). The commit is steps too: the LevelDB batch is
+        filled in slices and written in a worker thread (an Offload: LevelDB writes without the
+        GIL) while readers see the previous version, and the head moves in the same step the
+        write returns. The mempool is touched here only."""
         txs = self.mempool.take(MAX_BLOCK_TXS)
         env = self._next_env()
         started = time.perf_counter()
