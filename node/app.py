@@ -34,6 +34,7 @@ from node.core.blocks import (
 )
 from node.core.crypto import SigningKey
 from node.core.genesis import Genesis, genesis_writes, parse_genesis
+from node.lane import WorkLane
 from node.log import log_event, short_hex
 from node.ops.restore import RestoreRefused, startup_check
 from node.rpc.methods import NodeContext, build_tables
@@ -286,6 +287,9 @@ async def run_node(
         status = ChainStatus(head=head)
         metrics = Metrics()
         broadcaster = Broadcaster()
+        # The producer's block steps and the public listener's batches take turns in one lane,
+        # after the reads (node.lane).
+        lane = WorkLane()
         if following:
             assert config.follow_url is not None
             follower = Follower(
@@ -318,6 +322,7 @@ async def run_node(
                 status=status,
                 broadcaster=broadcaster,
                 metrics=metrics,
+                lane=lane,
             )
             commands = WriterCommands(producer, operator, genesis)
             context = NodeContext(store, genesis, status, mempool, commands)
@@ -339,6 +344,7 @@ async def run_node(
                     broadcaster=broadcaster,
                     health=health,
                     metrics=metrics,
+                    lane=lane,
                     task_status=task_status,
                 )
             )

@@ -1,5 +1,5 @@
 """The block producer: the ONE writer of the store (DESIGN.md decision 2). Imports node.core,
-node.store, node.chain.{broadcast,clock,mempool,metrics}, node.log.
+node.store, node.chain.{broadcast,clock,mempool,metrics}, node.lane, node.log.
 
 Every `block_interval_ms` it takes txs from the mempool, runs the pure `apply_block` on the head
 state (invariants included), stages the new root, signs the header over it, and commits state,
@@ -36,39 +36,39 @@ from node.core.errors import InvariantViolation
 from node.core.records import Event, EventKind
 from node.core.steps import Offload, Steps, drive
 from node.core.transition import apply_block, apply_block_steps
+from node.lane import WorkLane
 from node.log import log_event, short_hex
 from node.store import Staged, VersionedStore, blocks_db
 
 logger = logging.getLogger("perpchain.producer")
 
 NEW_HEADS = "new_heads"
-SLICE_S = 0.0005  # the longest the producer computes a block without letting reads in
 R = TypeVar("R")
 
 
-async def drive_in_slices(steps: Steps[R]) -> R:
-    """Run a step generator to its return value, letting other trio tasks run every SLICE_S;
-    offloaded work (a LevelDB batch write) runs in a worker thread, shielded: once begun it
+async def drive_in_slices(steps: Steps[R], lane: WorkLane) -> R:
+    """Run a step generator to its return value in turns of the work lane (`node.lane`): each
+    turn runs steps until the lane's slice has passed, after the reads waiting; offloaded work
+    (a LevelDB batch write) runs in a worker thread outside any turn, shielded: once begun it
     finishes, so the store's head moves with what was written."""
-    deadline = time.perf_counter() + SLICE_S
     sent: Any = None
     error: BaseException | None = None
     while True:
-        try:
-            item = steps.throw(error) if error is not None else steps.send(sent)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        sent, error = None, None
+        async with lane.turn(first=True) as deadline:
+            while True:
+                try:
+                    item = steps.throw(error) if error is not None else steps.send(sent)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
+                sent, error = None, None
+                if isinstance(item, Offload) or time.perf_counter() >= deadline:
+                    break
         if isinstance(item, Offload):
             try:
                 with trio.CancelScope(shield=True):
                     sent = await trio.to_thread.run_sync(item.work)
             except BaseException as failure:  # noqa: BLE001 - thrown into the generator
                 error = failure
-            deadline = time.perf_counter() + SLICE_S
-        elif time.perf_counter() >= deadline:
-            await trio.lowlevel.checkpoint()
-            deadline = time.perf_counter() + SLICE_S
 
 
 @dataclass
@@ -217,6 +217,7 @@ class Producer:
         status: ChainStatus,
         broadcaster: Broadcaster | None = None,
         metrics: Metrics | None = None,
+        lane: WorkLane | None = None,
     ) -> None:
         self.store = store
         self.key = key
@@ -226,6 +227,8 @@ class Producer:
         self.status = status
         self.broadcaster = broadcaster
         self.metrics = metrics
+        # Shared with the public RPC listener, whose batches take turns with the block steps.
+        self.lane = lane or WorkLane()
         # Held while a block is built and committed; operator commands take it, so they run
         # between blocks (maintenance finishes the block in flight first).
         self.lock = trio.Lock()
@@ -257,8 +260,9 @@ class Producer:
     async def produce_one_async(self) -> BlockHeader | None:
         """As produce_one, without holding reads back while a big block is computed.
 
-        The block is computed on the event loop in slices of at most SLICE_S, between which
-        the loop answers requests (apply_block_steps, prepare_block_steps): in a worker thread
+        The block is computed on the event loop in turns of the work lane (`node.lane`: a
+        turn runs for at most its slice, after the reads waiting; the producer's turns go
+        before the tx batches') (apply_block_steps, prepare_block_steps): in a worker thread
         it would share the GIL with the loop, and every LevelDB call or socket operation of
         either side would then wait for the other's switch interval (scripts/bench node
         measured reads 5x slower that way). The commit is steps too: the LevelDB batch is
@@ -272,15 +276,16 @@ class Producer:
             result = await drive_in_slices(
                 apply_block_steps(
                     self.store, env, txs, verify_signatures=False, invariants=self.check_invariants
-                )
+                ),
+                self.lane,
             )
         except InvariantViolation as violation:
             return self._commit(txs, env, violation, started, time.perf_counter())
-        prepared = await drive_in_slices(self._prepare_steps(env, txs, result))
+        prepared = await drive_in_slices(self._prepare_steps(env, txs, result), self.lane)
         applied = time.perf_counter()
         # The batch is filled in slices too; its synced write and the swap of the root are
         # the last step, so readers see the previous block whole until then.
-        header = await drive_in_slices(commit_prepared_steps(self.store, prepared))
+        header = await drive_in_slices(commit_prepared_steps(self.store, prepared), self.lane)
         self._committed(txs, header, started, applied)
         await trio.lowlevel.checkpoint()  # let reads in before the publication
         self._publish(header, result)

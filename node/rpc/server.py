@@ -50,6 +50,7 @@ from prometheus_client.exposition import choose_encoder
 from node.chain.broadcast import Broadcaster, Subscription
 from node.chain.metrics import Metrics
 from node.config import ListenAddr, NodeConfig
+from node.lane import WorkLane
 from node.log import log_event
 from node.rpc.jsonrpc import (
     Dispatcher,
@@ -199,6 +200,7 @@ class RpcApp:
         bearer_token: bytes | None = None,
         metrics: Metrics | None = None,
         websocket: bool = True,
+        lane: WorkLane | None = None,
     ) -> None:
         self.table = table
         self.limits = limits
@@ -216,7 +218,10 @@ class RpcApp:
         self.active = 0  # WebSockets open + HTTP requests in flight
         observe = partial(metrics.observe_rpc, listener) if metrics is not None else None
         self.observe = observe
-        self.dispatcher = Dispatcher(table, limits, observe=observe)
+        # The batches of every connection (HTTP and WebSocket) take turns in one lane, which a
+        # producing node shares with its block steps (node.lane).
+        self.lane = lane or WorkLane()
+        self.dispatcher = Dispatcher(table, limits, observe=observe, lane=self.lane)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -417,7 +422,9 @@ class _WsSession:
         extra = {"subscribe": self.subscribe, "unsubscribe": self.unsubscribe}
         if app.broadcaster is None:
             extra = {}
-        self.dispatcher = Dispatcher(app.table.merged(extra), app.limits, observe=app.observe)
+        self.dispatcher = Dispatcher(
+            app.table.merged(extra), app.limits, observe=app.observe, lane=app.lane
+        )
         self.nursery: trio.Nursery | None = None
 
     async def run(self) -> None:
@@ -633,9 +640,13 @@ async def serve_node_listeners(
     metrics: Metrics | None = None,
     topic_resolver: TopicResolver = default_topic_resolver,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    lane: WorkLane | None = None,
     task_status: trio.TaskStatus[BoundListeners] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the public, admin (if `config.admin.enabled`) and metrics (if enabled) listeners.
+
+    `lane`: the public listener's work lane (the producer's, on a producing node); the admin
+    listener always has its own, as its commands wait for the producer between blocks.
 
     Started value: the bound addresses. The admin token comes from `config.admin_token_path`
     (created with mode 0600 on first start). Raises ValueError before binding anything if the
@@ -670,6 +681,7 @@ async def serve_node_listeners(
         max_connections=config.rpc.max_connections,
         max_subscriptions=config.rpc.max_subscriptions,
         metrics=metrics,
+        lane=lane,
     )
     serve = partial(serve_asgi, limits=limits, shutdown_trigger=shutdown_trigger)
     async with trio.open_nursery() as nursery:
