@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from node.core.blocks import (
     RECEIPT_STEP,
+    TX_ROOT_STEP,
     BlockReceipts,
     Receipt,
     decode_receipts,
     encode_receipts,
     encode_receipts_steps,
+    tx_root,
+    tx_root_steps,
 )
 from node.core.records import EventKind, event
 from node.core.steps import drive
@@ -51,3 +55,14 @@ def test_large_receipt_counts_use_the_wider_array_headers() -> None:
     for count in (15, 16, 65_535, 65_536):
         record = BlockReceipts(receipts=(one,) * count, block_events=())
         assert drive(encode_receipts_steps(record)) == encode_receipts(record)
+
+
+@given(st.lists(st.binary(min_size=1, max_size=40), max_size=3 * TX_ROOT_STEP + 3))
+def test_tx_root_in_steps_is_the_tx_root(txs: list[bytes]) -> None:
+    assert drive(tx_root_steps(txs)) == tx_root(txs)
+
+
+@pytest.mark.parametrize("count", [0, 1, TX_ROOT_STEP - 1, TX_ROOT_STEP, TX_ROOT_STEP + 1, 2_100])
+def test_tx_root_in_steps_across_step_boundaries(count: int) -> None:
+    txs = [b"tx %d" % n for n in range(count)]
+    assert drive(tx_root_steps(txs)) == tx_root(txs)
