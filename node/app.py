@@ -344,7 +344,8 @@ async def run_node(
                     broadcaster=broadcaster,
                     health=health,
                     metrics=metrics,
-                    lane=lane,
+                    # A follower's batches forward their txs to the source: no lane for them.
+                    lane=None if following else lane,
                     task_status=task_status,
                 )
             )

@@ -8,8 +8,9 @@ Imports trio, the stdlib, node.core.errors (reject codes), node.lane and node.lo
   time, so a client's tx_submit batch reaches the mempool in the order sent) under a
   per-request deadline and returns the response bytes, or None when nothing is to be sent
   (notifications only). A whole batch is bounded by max_batch x deadline. A batch's entries
-  run in turns of a `node.lane.WorkLane` (shared with the producer on a producing node's public
-  listener), so single requests between them are answered first.
+  run in turns of a `node.lane.WorkLane` when one is given (a producing node's public listener
+  shares the producer's), so single requests between them are answered first; without one,
+  a checkpoint between entries.
 - Handlers are `async def handler(params: dict[str, Any]) -> Any` in a `MethodTable`; they
   validate their own params with `int_param`, `str_param`, ... (which raise -32602) and raise
   `RpcError` for anything else the client should see. `TxRejected` from node.core becomes
@@ -30,7 +31,8 @@ import logging
 import operator
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -538,6 +540,15 @@ def error_response(error: RpcError, request_id: RequestId = None) -> bytes:
     return _response(request_id, error=error)
 
 
+@asynccontextmanager
+async def _entry_at_a_time() -> AsyncIterator[float]:
+    """A batch's turn without a lane: a checkpoint, then one entry (the deadline is past). A
+    follower's batches go this way: their tx_submit entries await the source, and a lane held
+    across that wait would queue every other client's batch behind it."""
+    await trio.lowlevel.checkpoint()
+    yield 0.0
+
+
 class Dispatcher:
     """Runs parsed requests against a MethodTable under the limits; returns response bytes."""
 
@@ -554,7 +565,7 @@ class Dispatcher:
         self.limits = limits
         self.observe = observe
         self.log = log
-        self.lane = lane or WorkLane()
+        self.lane = lane
 
     async def handle_body(self, body: bytes) -> bytes | None:
         """The response body for a request body, or None when every entry was a notification."""
@@ -570,7 +581,7 @@ class Dispatcher:
         # A batch is heavy work (100 tx_submit are ~10 ms of admission): its entries run in
         # turns of the work lane, between which single requests (reads) go first.
         while position < len(entries):
-            async with self.lane.turn() as deadline:
+            async with self._turn() as deadline:
                 while position < len(entries):
                     part = await self.handle_entry(entries[position])
                     position += 1
@@ -583,6 +594,11 @@ class Dispatcher:
         if parsed.is_batch:
             return b"[" + b",".join(parts) + b"]"
         return parts[0]
+
+    def _turn(self) -> AbstractAsyncContextManager[float]:
+        if self.lane is not None:
+            return self.lane.turn()
+        return _entry_at_a_time()
 
     async def _prefetch(self, entries: Iterable[Request | EnvelopeError]) -> None:
         wanted: dict[str, list[dict[str, Any]]] = {}

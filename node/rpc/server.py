@@ -218,9 +218,9 @@ class RpcApp:
         self.active = 0  # WebSockets open + HTTP requests in flight
         observe = partial(metrics.observe_rpc, listener) if metrics is not None else None
         self.observe = observe
-        # The batches of every connection (HTTP and WebSocket) take turns in one lane, which a
-        # producing node shares with its block steps (node.lane).
-        self.lane = lane or WorkLane()
+        # The batches of every connection (HTTP and WebSocket) take turns in this lane, which a
+        # producing node shares with its block steps (node.lane); None: no turns to take.
+        self.lane = lane
         self.dispatcher = Dispatcher(table, limits, observe=observe, lane=self.lane)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -645,8 +645,8 @@ async def serve_node_listeners(
 ) -> None:
     """Run the public, admin (if `config.admin.enabled`) and metrics (if enabled) listeners.
 
-    `lane`: the public listener's work lane (the producer's, on a producing node); the admin
-    listener always has its own, as its commands wait for the producer between blocks.
+    `lane`: the public listener's work lane (the producer's, on a producing node; None on a
+    follower). The admin listener never takes one: its commands wait for the producer.
 
     Started value: the bound addresses. The admin token comes from `config.admin_token_path`
     (created with mode 0600 on first start). Raises ValueError before binding anything if the
