@@ -319,6 +319,8 @@ async def run_node(
                 mempool,
                 clock or SystemClock(),
                 interval_ms=config.block_interval_ms,
+                max_block_txs=config.block_max_txs,
+                invariant_scan_blocks=config.invariant_scan_blocks,
                 status=status,
                 broadcaster=broadcaster,
                 metrics=metrics,

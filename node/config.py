@@ -10,7 +10,11 @@ once in one `ConfigError`, each line naming the source, the setting, the value a
 TOML layout (every key optional; `home` comes from --home or PERPCHAIN_HOME, never the file):
 
     block_interval_ms = 250          # producer cadence
-    invariant_scan_blocks = 1        # full invariant scan every N blocks (1 = every block)
+    block_max_txs = 2000             # txs the producer puts in one block (the chain's limit
+                                     # is 20,000; the rest waits for the next block)
+    invariant_scan_blocks = 1        # the invariant scans over every position and account
+                                     # every N blocks (1 = every block); the per-market checks,
+                                     # the funding index among them, run on every block
     auto_restore = false             # restore the latest pre-maintenance checkpoint on a bad root
     follow_url = "http://host:9545"  # follow this node instead of producing (optional; `follow`
                                      # and PERPCHAIN_FOLLOW are accepted too)
@@ -138,6 +142,7 @@ class LogSettings:
 class NodeConfig:
     home: pathlib.Path
     block_interval_ms: int = 250
+    block_max_txs: int = 2_000
     invariant_scan_blocks: int = 1
     auto_restore: bool = False
     follow_url: str | None = None
@@ -202,6 +207,7 @@ def _url(value: str | None) -> str | None:
 
 _CHECKS: Final[dict[str, Check]] = {
     "block_interval_ms": _between(10, 60_000),
+    "block_max_txs": _between(1, 20_000),  # node.core.blocks.MAX_BLOCK_TXS (a test checks)
     "invariant_scan_blocks": _between(1, 1_000_000),
     "follow_url": _url,
     "rpc.max_body_bytes": _between(1_024, 64 << 20),

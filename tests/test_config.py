@@ -195,3 +195,13 @@ def test_follow_is_an_alias_of_follow_url(tmp_path: pathlib.Path) -> None:
     assert NodeConfig.load(tmp_path, env={}).follow_url == "http://10.0.0.1:9545"
     config = NodeConfig.load(tmp_path, env={"PERPCHAIN_FOLLOW": "http://10.0.0.2:9545"})
     assert config.follow_url == "http://10.0.0.2:9545"
+
+
+def test_block_max_txs_is_bounded_by_the_chain_limit(tmp_path: pathlib.Path) -> None:
+    from node.core.blocks import MAX_BLOCK_TXS
+
+    assert NodeConfig.load(tmp_path, env={}).block_max_txs == 2_000
+    ok = NodeConfig.load(tmp_path, env={"PERPCHAIN_BLOCK_MAX_TXS": str(MAX_BLOCK_TXS)})
+    assert ok.block_max_txs == MAX_BLOCK_TXS
+    with pytest.raises(ConfigError, match=f"must be between 1 and {MAX_BLOCK_TXS}"):
+        NodeConfig.load(tmp_path, env={"PERPCHAIN_BLOCK_MAX_TXS": str(MAX_BLOCK_TXS + 1)})

@@ -505,15 +505,22 @@ def apply_block(
     *,
     verify_signatures: bool = True,
     invariants: bool = True,
+    full_scan: bool = True,
 ) -> BlockResult:
     """The block's write set, receipts and events, computed over the state after h-1.
 
     Raises BlockInvalid for a block of another chain and InvariantViolation when the
     post-state breaks an invariant (nothing may be committed then). `invariants=False` exists
-    for the incident drill's fault injection only (node.ops.faults): never in production."""
+    for the incident drill's fault injection only (node.ops.faults): never in production.
+    `full_scan=False` checks the per-market invariants only (check_invariants)."""
     return drive(
         apply_block_steps(
-            reader, env, txs, verify_signatures=verify_signatures, invariants=invariants
+            reader,
+            env,
+            txs,
+            verify_signatures=verify_signatures,
+            invariants=invariants,
+            full_scan=full_scan,
         )
     )
 
@@ -525,6 +532,7 @@ def apply_block_steps(
     *,
     verify_signatures: bool = True,
     invariants: bool = True,
+    full_scan: bool = True,
 ) -> Steps[BlockResult]:
     """apply_block as a generator that yields after each tx and each end-block phase and
     returns the BlockResult: the same computation, so a caller may interleave other work
@@ -544,7 +552,7 @@ def apply_block_steps(
     liquidations = run_liquidations(view, params, env.time_ms, block_events)
     yield None
     if invariants:
-        check_invariants(Overlay(reader), view, env, liquidations=liquidations)
+        check_invariants(Overlay(reader), view, env, liquidations=liquidations, full=full_scan)
         yield None
     writes = []
     for position, pair in enumerate(view.iter_writes()):

@@ -112,3 +112,37 @@ def test_the_collector_comes_back_as_it_was() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+async def test_a_block_takes_at_most_max_block_txs(producer: Producer) -> None:
+    producer.max_block_txs = 50
+    _submit_orders(producer, 120)
+    sizes = []
+    for _ in range(3):
+        producer.clock.advance(100)  # type: ignore[attr-defined]
+        header = await producer.produce_one_async()
+        assert header is not None
+        sizes.append(120 - len(producer.mempool) - sum(sizes))
+    assert sizes == [50, 50, 20]
+    with pytest.raises(ValueError, match="max_block_txs"):
+        Producer(
+            producer.store,
+            producer.key,
+            producer.mempool,
+            producer.clock,
+            interval_ms=100,
+            status=producer.status,
+            max_block_txs=0,
+        )
+
+
+def test_the_full_invariant_scan_runs_every_invariant_scan_blocks(producer: Producer) -> None:
+    from node.core.blocks import BlockEnv
+
+    producer.invariant_scan_blocks = 4
+    chain_id = producer.status.head.chain_id  # type: ignore[union-attr]
+    full = [
+        producer._full_scan(BlockEnv(chain_id=chain_id, height=height, time_ms=height))
+        for height in range(1, 10)
+    ]
+    assert full == [False, False, False, True, False, False, False, True, False]

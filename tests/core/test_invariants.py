@@ -106,3 +106,26 @@ def test_liquidation_storm_without_price_move_trips_the_breaker() -> None:
                 max_funding_rate_ppm=1000,
             )
         )
+
+
+def _next_block_scan(chain: Chain, *, full_scan: bool) -> None:
+    env = BlockEnv(chain_id=chain.chain_id, height=chain.height + 1, time_ms=chain.time_ms + 1000)
+    apply_block(chain.state, env, [], full_scan=full_scan)
+
+
+def test_between_full_scans_a_conservation_break_waits_for_the_next_one() -> None:
+    """`invariant_scan_blocks` spaces out the scans over every account; a quote created out
+    of nothing passes a block without the scan and is refused by the next scanning block."""
+    chain = _traded_chain()
+    address = chain.trader(3).public_key
+    _corrupt(chain, keys.account(address), {"collateral_quote": 10**12 + 1}, Account)
+    _next_block_scan(chain, full_scan=False)
+    with pytest.raises(InvariantViolation, match="conservation"):
+        _next_block_scan(chain, full_scan=True)
+
+
+def test_the_funding_index_is_checked_on_every_block_scan_or_not() -> None:
+    chain = _traded_chain()
+    _corrupt(chain, keys.market(BTC), {"funding_index_quote": 0}, Market)
+    with pytest.raises(InvariantViolation, match="market BTC-USD-PERP funding_index"):
+        _next_block_scan(chain, full_scan=False)
