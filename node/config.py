@@ -10,7 +10,7 @@ once in one `ConfigError`, each line naming the source, the setting, the value a
 TOML layout (every key optional; `home` comes from --home or PERPCHAIN_HOME, never the file):
 
     block_interval_ms = 250          # producer cadence
-    block_max_txs = 2000             # txs the producer puts in one block (the chain's limit
+    block_max_txs = 5000             # txs the producer puts in one block (the chain's limit
                                      # is 20,000; the rest waits for the next block)
     invariant_scan_blocks = 1        # the invariant scans over every position and account
                                      # every N blocks (1 = every block); the per-market checks,
@@ -142,7 +142,7 @@ class LogSettings:
 class NodeConfig:
     home: pathlib.Path
     block_interval_ms: int = 250
-    block_max_txs: int = 2_000
+    block_max_txs: int = 5_000
     invariant_scan_blocks: int = 1
     auto_restore: bool = False
     follow_url: str | None = None

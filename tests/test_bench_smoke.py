@@ -70,3 +70,12 @@ def test_ops_bench_reports_rollback_history_and_replay() -> None:
     assert replay["blocks"] == 25 and replay["txs"] == 24 * 8 and replay["txs_per_s"] > 0
     build = report["build"]
     assert isinstance(build, dict) and build["fills"] > 0
+
+
+def test_node_bench_reports_both_floods_and_the_reads() -> None:
+    report = _run("benchmarks.node", "--orders", "400", "--read-rate", "50")
+    assert report["committed"] == report["under_reads_committed"] == 400
+    assert report["orders_committed_per_s"] > 0 and report["under_reads_orders_committed_per_s"] > 0
+    assert report["reads"] > 0 and report["read_keep_alive"] is True
+    assert report["read_p50_ms"] <= report["read_p99_ms"] <= report["read_max_ms"]
+    assert report["ed25519_verify_per_s"] > 0

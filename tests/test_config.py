@@ -200,7 +200,7 @@ def test_follow_is_an_alias_of_follow_url(tmp_path: pathlib.Path) -> None:
 def test_block_max_txs_is_bounded_by_the_chain_limit(tmp_path: pathlib.Path) -> None:
     from node.core.blocks import MAX_BLOCK_TXS
 
-    assert NodeConfig.load(tmp_path, env={}).block_max_txs == 2_000
+    assert NodeConfig.load(tmp_path, env={}).block_max_txs == 5_000
     ok = NodeConfig.load(tmp_path, env={"PERPCHAIN_BLOCK_MAX_TXS": str(MAX_BLOCK_TXS)})
     assert ok.block_max_txs == MAX_BLOCK_TXS
     with pytest.raises(ConfigError, match=f"must be between 1 and {MAX_BLOCK_TXS}"):
