@@ -246,7 +246,7 @@ class Producer:
         self.store = store
         # Txs a block takes from the mempool. A block's end (receipts, tx root, staging, the
         # young collection after it) grows with its size: under the bench's flood, uncapped
-        # blocks of 6,700 txs paused the loop up to 155-237 ms, blocks of 5,000 up to 65-154
+        # blocks of 6,700 txs paused the loop up to 96-237 ms, blocks of 5,000 up to 65-154
         # ms, of 2,000 up to 43-126 ms; but every block also waits for its synced write, and
         # 2,000-tx blocks committed 15-30% fewer orders/s (node config: block_max_txs).
         self.max_block_txs = max_block_txs
