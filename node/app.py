@@ -288,8 +288,9 @@ async def run_node(
         metrics = Metrics()
         broadcaster = Broadcaster()
         # The producer's block steps and the public listener's batches take turns in one lane,
-        # after the reads (node.lane).
-        lane = WorkLane()
+        # after the reads (node.lane). A follower's batches forward their txs to the source and
+        # would hold a lane across that wait: none there.
+        lane = None if following else WorkLane()
         if following:
             assert config.follow_url is not None
             follower = Follower(
@@ -346,8 +347,7 @@ async def run_node(
                     broadcaster=broadcaster,
                     health=health,
                     metrics=metrics,
-                    # A follower's batches forward their txs to the source: no lane for them.
-                    lane=None if following else lane,
+                    lane=lane,
                     task_status=task_status,
                 )
             )

@@ -19,7 +19,7 @@ JSON-RPC batches) now goes through one `WorkLane`:
   pace whatever the intake; batches take the turns in between, in arrival order.
 
 A holder must not wait, inside its turn, for something that needs another holder's turn (the
-producer's lock, say): the admin listener has a lane of its own for that reason.
+producer's lock, say): the admin listener takes no lane for that reason.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class WorkLane:
         # Waiters: [0] the producer's turn (first=True), [1] every other holder. A release hands
         # the lane straight to the next waiter, so a holder never races another for it.
         self._waiting = (trio.lowlevel.ParkingLot(), trio.lowlevel.ParkingLot())
-        self.turns = 0  # turns given (a test and a metric)
+        self.turns = 0  # turns given (tests read it)
 
     @property
     def held(self) -> bool:

@@ -38,7 +38,7 @@ from node.core.crypto import SigningKey
 from node.core.errors import InvariantViolation
 from node.core.records import Event, EventKind
 from node.core.steps import Offload, Steps, drive
-from node.core.transition import apply_block, apply_block_steps
+from node.core.transition import apply_block_steps
 from node.lane import WorkLane
 from node.log import log_event, short_hex
 from node.store import Staged, VersionedStore, blocks_db
@@ -312,17 +312,7 @@ class Producer:
         env = self._next_env()
         started = time.perf_counter()
         try:
-            result = await drive_in_slices(
-                apply_block_steps(
-                    self.store,
-                    env,
-                    txs,
-                    verify_signatures=False,
-                    invariants=self.check_invariants,
-                    full_scan=self._full_scan(env),
-                ),
-                self.lane,
-            )
+            result = await drive_in_slices(self._apply_steps(env, txs), self.lane)
         except InvariantViolation as violation:
             return self._commit(txs, env, violation, started, time.perf_counter())
         prepared = await drive_in_slices(self._prepare_steps(env, txs, result), self.lane)
@@ -339,6 +329,17 @@ class Producer:
         """The invariant scans over every position and account run every
         `invariant_scan_blocks` blocks; the per-market ones (the funding index) every block."""
         return env.height % self.invariant_scan_blocks == 0
+
+    def _apply_steps(self, env: BlockEnv, txs: list[Any]) -> Steps[Any]:
+        # Signatures were verified at admission; followers re-verify on re-execution.
+        return apply_block_steps(
+            self.store,
+            env,
+            txs,
+            verify_signatures=False,
+            invariants=self.check_invariants,
+            full_scan=self._full_scan(env),
+        )
 
     def _next_env(self) -> BlockEnv:
         head = self.status.head
@@ -357,20 +358,12 @@ class Producer:
         )
 
     def _apply(self, txs: list[Any]) -> tuple[BlockEnv, Any, float, float]:
-        """apply_block then prepare_block_steps on this thread; the result is a PreparedBlock plus
-        the block's result, or the InvariantViolation."""
+        """The block's steps then prepare_block_steps, driven on this thread; the result is a
+        PreparedBlock plus the block's result, or the InvariantViolation."""
         env = self._next_env()
         started = time.perf_counter()
         try:
-            # Signatures were verified at admission; followers re-verify on re-execution.
-            result: Any = apply_block(
-                self.store,
-                env,
-                txs,
-                verify_signatures=False,
-                invariants=self.check_invariants,
-                full_scan=self._full_scan(env),
-            )
+            result: Any = drive(self._apply_steps(env, txs))
         except InvariantViolation as violation:
             return env, violation, started, time.perf_counter()
         prepared = drive(self._prepare_steps(env, txs, result))
