@@ -50,6 +50,7 @@ class Reject(enum.IntEnum):
     TOO_MANY_ORDERS = 22  # per-account cap on open orders
     DUPLICATE_DEPOSIT = 23  # a bridge deposit id already credited
     BAD_PARAMETER = 24  # an operator parameter outside its allowed range
+    BAD_KEY = 25  # a small-order or non-canonical Ed25519 public key (no one could sign for it)
 
 
 class TxRejected(PerpError):
