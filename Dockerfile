@@ -10,7 +10,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# Install the package (plyvel, cryptography and msgpack ship manylinux wheels: no compiler).
+# Install the package (plyvel, pynacl and msgpack ship manylinux wheels: no compiler).
 WORKDIR /opt/perpchain/src
 COPY pyproject.toml README.md ./
 COPY node ./node
