@@ -3,9 +3,9 @@
 Every hash and signature carries a domain tag (`perp/<domain>/v1\\0`) so bytes hashed or signed
 for one purpose can never be replayed as another; signatures also bind the chain id.
 
-One strict verifier (a consensus rule, docs/PROTOCOL.md "Signatures (consensus rule)"): admission,
-the producer and followers all reach `verify_signature` through `txs.validate_tx` or
-`blocks.verify_*`. A signature verifies iff
+One strict verifier (a consensus rule: docs/PROTOCOL.md, "Signatures (consensus rule)"):
+admission, the producer and followers all reach `verify_signature` through `txs.validate_tx`
+or `blocks.verify_*`. A signature verifies iff
 
 1. the public key passes `check_public_key`: 32 bytes, canonical (y < p), a point of the curve,
    not one of the 8 small-order points (whatever its encoding); the point decoding itself is

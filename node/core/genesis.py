@@ -1,5 +1,5 @@
 """Genesis: the JSON document (integers as decimal strings, keys as hex) parsed into records,
-and the state of block 0. Imports node.core.{codec,fixed,keys,records}.
+and the state of block 0. Imports node.core.{codec,crypto,fixed,keys,records}.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from node.core import codec, keys
+from node.core.crypto import check_public_key
 from node.core.fixed import I64_MAX, PPM
 from node.core.records import (
     Account,
@@ -70,6 +71,8 @@ def _key(doc: dict[str, Any], name: str) -> bytes:
         raw = b""
     if len(raw) != 32:
         raise GenesisError(f"{name} must be a 32-byte key in hex, got {value!r}")
+    if not check_public_key(raw):  # not a point, non-canonical, or small order (issue 20)
+        raise GenesisError(f"{name} is not a valid Ed25519 public key: {value!r}")
     return raw
 
 
