@@ -25,7 +25,7 @@ from node.rpc.jsonrpc import (
     check_params,
     hex_param,
     int_param,
-    json_depth,
+    check_structure,
     not_found,
     parse_body,
     parse_int,
@@ -290,7 +290,7 @@ async def test_depth_limit_counts_every_array_and_object() -> None:
     assert await call(req("echo", {"p": at_limit})) == req_result({"p": at_limit})
     response = await call(req("echo", {"p": nested(LIMITS.max_json_depth - 1)}))
     assert error_code(response) == ErrorCode.PARSE_ERROR
-    assert "nested 9 levels deep, the limit is 8" in response["error"]["message"]
+    assert "nested deeper than the limit of 8 levels" in response["error"]["message"]
 
 
 def req_result(result: Any, id: Any = 1) -> dict[str, Any]:  # noqa: A002
@@ -345,7 +345,10 @@ async def test_positional_params_are_invalid_params() -> None:
     ("params", "fragment"),
     [
         ({}, "missing required param 'a'"),
-        ({"a": 1}, "a must be a decimal string"),
+        ({"a": 1.0}, "a must be an integer"),
+        ({"a": True}, "a must be an integer"),
+        ({"a": 2000}, "between -1000 and 1000"),
+        ({"a": "\u00b2"}, "not a canonical decimal"),
         ({"a": "01"}, "not a canonical decimal"),
         ({"a": "2000"}, "between -1000 and 1000"),
         ({"a": "1", "c": "2"}, "unknown param 'c'"),
@@ -355,6 +358,10 @@ async def test_invalid_params_say_which_and_why(params: dict[str, Any], fragment
     response = await call(req("add", params))
     assert error_code(response) == ErrorCode.INVALID_PARAMS
     assert fragment in response["error"]["message"]
+
+
+async def test_json_integer_params_are_taken_and_answers_stay_strings() -> None:
+    assert await call(req("add", {"a": 5, "b": "-7"})) == req_result("-2")
 
 
 async def test_unexpected_exception_is_internal_error_logged_once_without_leaking(
@@ -464,6 +471,22 @@ def test_parse_int_accepts_canonical_decimal(text: str) -> None:
     assert parse_int(text, name="n", min_value=-(2**63)) == int(text)
 
 
+@pytest.mark.parametrize("value", [0, 7, -7, 2**53 - 1, -(2**53 - 1)])
+def test_parse_int_accepts_json_integers_within_2_pow_53(value: int) -> None:
+    assert parse_int(value, name="n", min_value=-(2**63)) == value
+
+
+def test_parse_int_range_and_messages_name_the_param() -> None:
+    with pytest.raises(RpcError, match="depth=501 must be between 1 and 500"):
+        parse_int(501, name="depth", min_value=1, max_value=500)
+    with pytest.raises(RpcError, match="depth must be an integer .* not a boolean"):
+        parse_int(True, name="depth")
+    with pytest.raises(RpcError, match="depth must be an integer .* fraction or exponent"):
+        parse_int(5.0, name="depth")
+    with pytest.raises(RpcError, match=r"depth: a JSON integer must lie within"):
+        parse_int(2**60, name="depth")
+
+
 @pytest.mark.parametrize(
     "value",
     [
@@ -481,11 +504,20 @@ def test_parse_int_accepts_canonical_decimal(text: str) -> None:
         "--1",
         "9223372036854775808",
         "1" * 60,
-        1,
+        "\u00b2",  # "²".isdigit() is true
+        "\uff11",  # fullwidth 1
+        "1\n",
         1.0,
+        5.0,
+        1e3,
         True,
+        False,
         None,
         ["1"],
+        {"n": "1"},
+        2**53,
+        -(2**53),
+        10**400,
     ],
 )
 def test_parse_int_rejects_everything_else(value: Any) -> None:
@@ -551,10 +583,16 @@ def reference_depth(value: Any) -> int:
     return 0
 
 
-@given(json_values)
-@example(["[{", {"]": '\\"[['}])
-def test_json_depth_matches_the_parsed_structure(value: Any) -> None:
-    assert json_depth(json.dumps(value).encode()) == reference_depth(value)
+@given(json_values, st.integers(min_value=1, max_value=6))
+@example(["[{", {"]": '\\"[['}], 2)
+def test_depth_limit_matches_the_parsed_structure(value: Any, limit: int) -> None:
+    try:
+        check_structure(value, limit)
+    except RpcError as error:
+        assert error.code == ErrorCode.PARSE_ERROR
+        assert reference_depth(value) > limit
+    else:
+        assert reference_depth(value) <= limit
 
 
 def assert_valid_response_object(response: Any) -> None:
