@@ -17,8 +17,8 @@ or `blocks.verify_*`. A signature verifies iff
 The refusals of rules 1-2 are checked here in pure integer arithmetic, so they hold whatever
 libsodium build is installed; libsodium then decodes A and R and decides the equation. Why:
 `cryptography` (OpenSSL) accepts the identity as a key, and then `01 00..00 | 00..00` verifies
-for every message (issue 20; tests/core/test_ed25519.py). The figures behind the library choice: docs/PERFORMANCE.md,
-"Ed25519 verification" (scripts/bench_ed25519.py).
+for every message (issue 20; tests/core/test_ed25519.py). The figures behind the library
+choice: docs/PERFORMANCE.md, "Ed25519 verification" (scripts/bench_ed25519.py).
 """
 
 from __future__ import annotations
