@@ -18,7 +18,7 @@ The refusals of rules 1-2 are checked here in pure integer arithmetic, so they h
 libsodium build is installed; libsodium then decodes A and R and decides the equation. Why:
 `cryptography` (OpenSSL) accepts the identity as a key, and then `01 00..00 | 00..00` verifies
 for every message (issue 20; tests/core/test_ed25519.py). The figures behind the library
-choice: docs/PERFORMANCE.md, "Ed25519 verification" (scripts/bench_ed25519.py).
+choice: docs/PERFORMANCE.md, "Ed25519 verification" (`./scripts/bench ed25519`).
 """
 
 from __future__ import annotations
