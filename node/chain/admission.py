@@ -1,12 +1,14 @@
-"""The stateless admission checks of a tx (size, canonical decoding, shape, Ed25519 signature
-over the chain id), and a worker process that runs them for a whole RPC batch at once.
+"""The stateless admission checks of a tx (size, canonical decoding, shape, keys, the strict
+Ed25519 signature over the chain id: `txs.validate_tx`, the rule followers apply too), and a
+worker process that runs them for a whole RPC batch at once.
 Imports trio, node.core and node.log (the worker process runs node.core code only).
 
-Why a process and not a thread: cryptography's Ed25519 verify releases the GIL for its ~70 us
-and must then take it back from the thread that is building a block; on the event loop each
-verify cost 2-3x its own time and held reads back (scripts/bench node, docs/PERFORMANCE.md),
-and a verifying thread is slowed the same way. A process verifies on the other core with no
-GIL to share; a batch of 100 txs costs one hand-off and ~4 us of unpickling per tx.
+Why a process and not a thread: the Ed25519 verify releases the GIL for its ~65 us (libsodium
+through PyNaCl's cffi since issue 20, about half what `cryptography` took) and must then take it
+back from the thread that is building a block; on the event loop each verify cost 2-3x its own
+time and held reads back (scripts/bench node, docs/PERFORMANCE.md), and a verifying thread is
+slowed the same way. A process verifies on the other core with no GIL to share; a batch of 100
+txs costs one hand-off and ~4 us of unpickling per tx.
 
 The pool is an optimisation only: `Mempool.add` runs `check_tx` itself for any tx the pool
 did not pre-check (single submissions, a pool that died), with the same result.
@@ -25,7 +27,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import trio
 
-from node.core.errors import NotCanonical, Reject, TxRejected
+from node.core.errors import NotCanonical, OutOfRange, Reject, TxRejected
 from node.core.txs import SignedTx, decode_tx, validate_tx
 from node.log import log_event
 
@@ -43,7 +45,7 @@ def check_tx(raw: bytes, chain_id: bytes, max_tx_bytes: int) -> SignedTx:
         raise TxRejected(Reject.MALFORMED, f"{len(raw)} bytes > {max_tx_bytes}")
     try:
         tx = decode_tx(raw)
-    except NotCanonical as error:
+    except (NotCanonical, OutOfRange) as error:  # OutOfRange: a field beyond int64 (issue 20)
         raise TxRejected(Reject.MALFORMED, str(error)) from None
     validate_tx(tx, chain_id)
     return tx
