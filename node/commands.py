@@ -146,7 +146,7 @@ class WriterCommands:
                 raise RpcError(ErrorCode.NODE_HALTED, self.status.halt_reason)
             height = self.store.height
             name = f"{PRE_MAINTENANCE}{height}"
-            self.store.checkpoint(name, reason=reason or "maintenance")
+            self._pin_pre_maintenance(name, reason)
             epoch = self.store.advance_epoch()
             self.status.mode = "maintenance"
             self.status.halt_reason = f"maintenance: {reason}" if reason else "maintenance"
@@ -162,6 +162,23 @@ class WriterCommands:
             "state_root": self.store.root().hex(),
             "epoch": str(epoch),
         }
+
+    def _pin_pre_maintenance(self, name: str, reason: str) -> None:
+        """Pin the head as `name`. A second maintenance at the same height (begin, end, begin
+        before the next block) finds its pin already there: the same state, so it is kept;
+        a pin of that name at another root is refused (issue 20: this was an internal error)."""
+        try:
+            existing = self.store.get_checkpoint(name)
+        except KeyError:
+            self.store.checkpoint(name, reason=reason or "maintenance")
+            return
+        if existing.height != self.store.height or existing.root != self.store.root():
+            raise RpcError(
+                ErrorCode.WRONG_MODE,
+                f"checkpoint {name!r} exists at another state (height {existing.height}); "
+                "delete it (admin_checkpointDelete) before maintenance",
+                {"mode": self.status.mode},
+            )
 
     def _require_mode(self, mode: str, message: str) -> None:
         if self.status.mode != mode:

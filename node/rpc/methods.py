@@ -6,6 +6,7 @@ Integers are decimal strings in atoms; bytes are lowercase hex; names are snake_
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -77,6 +78,9 @@ class NodeContext:
     forward_tx: Callable[[str], Awaitable[Any]] | None = None
 
 
+MAX_MARKET_ID = 2**32 - 1  # market ids are u32 in the state keys (node.core.keys)
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+_CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")  # node.ops.checkpoints.NAME_PATTERN
 RAW_BLOCKS_MAX_COUNT = 200
 RAW_BLOCKS_MAX_BYTES = 4 << 20  # per call; at least one block is always returned
 
@@ -128,14 +132,19 @@ def build_tables(ctx: NodeContext) -> tuple[MethodTable, MethodTable]:
     store = ctx.store
 
     def resolve_market(params: dict[str, Any]) -> Market:
-        name = str_param(params, "market", max_len=64)
-        found = (
-            queries.market(store, int(name))
-            if name.isdigit()
-            else queries.market_by_symbol(store, name)
-        )
+        """`market`: an id (integer, or a string of ASCII digits) or a symbol (any other
+        string). `str.isdigit()` would take "²" for an id: ASCII only."""
+        value = params.get("market")
+        if type(value) is str and not _ASCII_DIGITS.fullmatch(value):
+            name = str_param(params, "market", max_len=64)
+            found = queries.market_by_symbol(store, name)
+            what = ascii(name)
+        else:
+            market_id = int_param(params, "market", max_value=MAX_MARKET_ID)
+            found = queries.market(store, market_id)
+            what = str(market_id)
         if found is None:
-            raise not_found(f"market {name!r}")
+            raise not_found(f"market {what}")
         return found
 
     @public.method("node_status")
@@ -440,9 +449,15 @@ def build_tables(ctx: NodeContext) -> tuple[MethodTable, MethodTable]:
     @admin.method("admin_rollback")
     async def admin_rollback(params: dict[str, Any]) -> Any:
         check_params(params, ("to_height", "to_checkpoint", "dry_run", "reason"))
+        to_checkpoint = str_param(params, "to_checkpoint", default=None, max_len=64)
+        if to_checkpoint is not None and not _CHECKPOINT_NAME.fullmatch(to_checkpoint):
+            raise invalid_params(
+                f"to_checkpoint={ascii(to_checkpoint)}: a checkpoint name is 1 to 64 characters "
+                "from A-Z a-z 0-9 . _ -"
+            )
         return await commands().rollback(
             to_height=int_param(params, "to_height", default=None),
-            to_checkpoint=str_param(params, "to_checkpoint", default=None, max_len=64),
+            to_checkpoint=to_checkpoint,
             dry_run=bool_param(params, "dry_run", default=False),
             reason=str_param(params, "reason", default="operator rollback", max_len=200),
         )
