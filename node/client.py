@@ -1,4 +1,10 @@
-"""A small JSON-RPC 2.0 client over HTTP (stdlib only): for the CLI, bots and tests."""
+"""A small JSON-RPC 2.0 client over HTTP (stdlib only): for the CLI, bots and tests.
+
+It never goes through a proxy: `urllib.request.urlopen` honours HTTP_PROXY / HTTPS_PROXY /
+ALL_PROXY, which would hand an admin call and its bearer token to whatever proxy the
+environment names (issue 20). The opener below has an empty ProxyHandler: every call goes to
+the URL it was given.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +25,11 @@ class RpcUnavailable(Exception):
     """The node cannot be reached."""
 
 
+def direct_opener() -> urllib.request.OpenerDirector:
+    """A urllib opener that ignores the *_PROXY environment variables."""
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 class RpcClient:
     def __init__(
         self,
@@ -34,6 +45,7 @@ class RpcClient:
         if token is not None:
             self.headers["Authorization"] = f"Bearer {token}"
         self._ids = itertools.count(1)
+        self._opener = direct_opener()
 
     def call(self, method: str, **params: Any) -> Any:
         body = json.dumps(
@@ -41,7 +53,7 @@ class RpcClient:
         ).encode()
         request = urllib.request.Request(self.url, data=body, headers=self.headers)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            with self._opener.open(request, timeout=self.timeout_s) as response:
                 reply = json.loads(response.read())
         except urllib.error.HTTPError as error:
             try:

@@ -20,7 +20,9 @@ TOML layout (every key optional; `home` comes from --home or PERPCHAIN_HOME, nev
                                      # and PERPCHAIN_FOLLOW are accepted too)
     [rpc]     listen = "127.0.0.1:9545", max_body_bytes, max_batch, max_json_depth,
               deadline_ms, max_connections, max_subscriptions
-    [admin]   enabled = false, listen = "127.0.0.1:9546", token_file = "admin.token"
+    [admin]   enabled = false, listen = "127.0.0.1:9546", token_file = "admin.token",
+              allow_remote = false (a non-loopback admin listen is refused without it: plain
+              HTTP carries the bearer token; with it, a warning is logged at every start)
     [metrics] enabled = true, listen = "127.0.0.1:9560"
     [mempool] max_txs, max_per_account, max_tx_bytes, check_workers = 1 (processes that check
               tx_submit batches' signatures; 0 = on the event loop)
@@ -116,6 +118,9 @@ class AdminSettings:
     enabled: bool = False
     listen: ListenAddr = ListenAddr("127.0.0.1", 9546)
     token_file: str = "admin.token"  # relative to home unless absolute
+    # The admin listener speaks plain HTTP: its bearer token crosses the network in clear.
+    # A non-loopback `listen` is refused unless this says the operator put TLS in front.
+    allow_remote: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -422,6 +427,14 @@ class _Loader:
             self.problems.append(
                 f"mempool.max_tx_bytes = {mempool.max_tx_bytes}: a tx_submit of that size "
                 f"(hex) does not fit rpc.max_body_bytes = {rpc.max_body_bytes}"
+            )
+        admin = config.admin
+        if admin.enabled and not admin.listen.is_loopback and not admin.allow_remote:
+            self.problems.append(
+                f"admin.listen = {admin.listen}: not a loopback address; the admin listener "
+                "speaks plain HTTP, so its bearer token would cross the network in clear. "
+                "Bind it to 127.0.0.1 or [::1], or put a TLS proxy in front and set "
+                "admin.allow_remote = true (PERPCHAIN_ADMIN_ALLOW_REMOTE=1)"
             )
         listeners = [("rpc.listen", config.rpc.listen)]
         if config.admin.enabled:

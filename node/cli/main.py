@@ -670,10 +670,30 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    """The command; an error that a trio nursery wrapped alone in an ExceptionGroup (the node's
+    startup errors: a token file with a wrong mode, a missing key) comes out unwrapped, so it
+    is reported as one line like any other expected error."""
+    try:
+        return int(args.func(args))
+    except BaseExceptionGroup as group:
+        leaves: list[BaseException] = []
+        stack: list[BaseException] = [group]
+        while stack:
+            current = stack.pop()
+            if isinstance(current, BaseExceptionGroup):
+                stack.extend(current.exceptions)
+            else:
+                leaves.append(current)
+        if len(leaves) != 1:
+            raise
+        raise leaves[0] from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        return _run(args)
     except RpcUnavailable as error:
         print(f"perpchain: {error} (is the node running? --rpc)", file=sys.stderr)
     except RpcCallError as error:

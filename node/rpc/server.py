@@ -661,6 +661,16 @@ async def serve_node_listeners(
         if shared:
             raise ValueError(f"admin methods {shared} must not be on the public table")
         token = ensure_admin_token(config.admin_token_path)
+        if not config.admin.listen.is_loopback:
+            # Config validation refused this unless admin.allow_remote said so: say it again
+            # at every start, since the token travels in clear over this listener.
+            log_event(
+                logger,
+                "rpc.admin_listener_remote",
+                level=logging.WARNING,
+                listen=config.admin.listen,
+                note="plain HTTP: the bearer token crosses the network in clear; TLS in front?",
+            )
         admin_app = RpcApp(
             admin,
             limits=limits,
