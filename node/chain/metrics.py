@@ -8,6 +8,8 @@ convention); the `observe_*` helpers take the milliseconds the runtime measures.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -21,6 +23,7 @@ _MS_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 _INTERVAL_BUCKETS_S = (0.05, 0.1, 0.2, 0.25, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0)
 _TX_BUCKETS = (0, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 MODES = ("producing", "following", "halted", "maintenance", "starting")
+TX_OUTCOMES = ("ok", "rejected")  # perpchain_txs_committed{outcome}: receipt code 0, or not
 
 
 class Metrics:
@@ -51,6 +54,8 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        for outcome in TX_OUTCOMES:  # both series exist (at 0) before the first block
+            self.txs_committed.labels(outcome=outcome)
         self.mempool_size = Gauge(
             "perpchain_mempool_size", "Transactions waiting in the mempool", registry=r
         )
@@ -99,11 +104,24 @@ class Metrics:
         self.set_mode("starting")
 
     def observe_block(
-        self, *, height: int, txs: int, interval_ms: int | None, apply_ms: float, commit_ms: float
+        self,
+        *,
+        height: int,
+        txs: int,
+        interval_ms: int | None,
+        apply_ms: float,
+        commit_ms: float,
+        codes: Sequence[int] = (),
     ) -> None:
-        """After a block is committed. `interval_ms` is None for the first block seen."""
+        """After a block is committed. `interval_ms` is None for the first block seen; `codes`
+        are the block's receipt codes (0 = ok), counted into perpchain_txs_committed."""
         self.height.set(height)
         self.txs_per_block.observe(txs)
+        ok = sum(1 for code in codes if code == 0)
+        if ok:
+            self.txs_committed.labels(outcome="ok").inc(ok)
+        if len(codes) > ok:
+            self.txs_committed.labels(outcome="rejected").inc(len(codes) - ok)
         if interval_ms is not None:
             self.block_interval.observe(interval_ms / 1000)
         self.apply_seconds.observe(apply_ms / 1000)
