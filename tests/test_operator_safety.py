@@ -63,7 +63,9 @@ def test_admin_listener_off_loopback_is_allowed_when_asked(tmp_path: pathlib.Pat
     assert load(tmp_path).admin.allow_remote
 
 
-@pytest.mark.parametrize("listen", ["127.0.0.1:9546", "127.0.0.2:9546", "[::1]:9546", "localhost:1"])
+@pytest.mark.parametrize(
+    "listen", ["127.0.0.1:9546", "127.0.0.2:9546", "[::1]:9546", "localhost:1"]
+)
 def test_admin_listener_on_loopback_needs_nothing(tmp_path: pathlib.Path, listen: str) -> None:
     assert load(tmp_path, **{"admin.enabled": True, "admin.listen": listen}).admin.enabled
 

@@ -70,9 +70,7 @@ def check_params(params: Mapping[str, Any], allowed: Iterable[str]) -> None:
     allowed_set = set(allowed)
     unknown = sorted(name for name in params if name not in allowed_set)
     if unknown:
-        raise invalid_params(
-            f"unknown param {_show(unknown[0])}; expected {sorted(allowed_set)}"
-        )
+        raise invalid_params(f"unknown param {_show(unknown[0])}; expected {sorted(allowed_set)}")
 
 
 def _take(params: Mapping[str, Any], name: str, default: Any) -> tuple[bool, Any]:

@@ -36,7 +36,7 @@ from node.core.crypto import SigningKey
 from node.core.genesis import parse_genesis
 from node.core.records import MarketMode, OrderKind, Side, TimeInForce
 from node.core.txs import PlaceOrder, sign_tx
-from node.rpc.jsonrpc import Dispatcher, Limits, MethodTable
+from node.rpc.jsonrpc import Dispatcher, Limits
 from node.rpc.methods import NodeContext, build_tables
 from node.rpc.server import BoundListeners
 from node.store import VersionedStore
@@ -118,8 +118,25 @@ _INTS = st.sampled_from(
     [0, 1, -1, 7, 2**31, 2**32, 2**53 - 1, 2**53, -(2**53), 2**63 - 1, 2**63, 2**64, -(2**63) - 1]
 ) | st.integers(min_value=-(10**30), max_value=10**30)
 _INT_STRINGS = _INTS.map(str) | st.sampled_from(
-    ["\u00b2", "\u0661\u0662", "\uff11", "1\u00b2", "01", "-0", "+1", " 1", "1 ", "1e3", "1.0",
-     "0x10", "9" * 41, "", "-", "1_000", "\u0967"]
+    [
+        "\u00b2",
+        "\u0661\u0662",
+        "\uff11",
+        "1\u00b2",
+        "01",
+        "-0",
+        "+1",
+        " 1",
+        "1 ",
+        "1e3",
+        "1.0",
+        "0x10",
+        "9" * 41,
+        "",
+        "-",
+        "1_000",
+        "\u0967",
+    ]
 )
 _FLOATS = st.sampled_from([5.0, 1e3, 0.5, -0.0, 1e308, -1.5]) | st.floats(
     allow_nan=False, allow_infinity=False
@@ -143,8 +160,22 @@ _HEX = (
     )
 )
 _WORDS = st.sampled_from(
-    ["BTC-USD-PERP", "ETH-USD-PERP", "1", "2", "0", "nope", "compact", "zero_funding_indices",
-     "pre-maintenance-0", "cp", "OPEN", "CANCEL_ONLY", "HALTED", *[m.name for m in MarketMode]]
+    [
+        "BTC-USD-PERP",
+        "ETH-USD-PERP",
+        "1",
+        "2",
+        "0",
+        "nope",
+        "compact",
+        "zero_funding_indices",
+        "pre-maintenance-0",
+        "cp",
+        "OPEN",
+        "CANCEL_ONLY",
+        "HALTED",
+        *[m.name for m in MarketMode],
+    ]
 )
 _SCALARS = (
     st.none()
@@ -159,8 +190,10 @@ _SCALARS = (
 )
 _VALUES = st.recursive(
     _SCALARS,
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=4) | _SURROGATES, children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.text(max_size=4) | _SURROGATES, children, max_size=3)
+    ),
     max_leaves=6,
 )
 _PARAM_VALUES = st.one_of(
@@ -324,14 +357,22 @@ _VALID_TX = sign_tx(_order(), TRADER, CHAIN_ID).raw
         (b'{"jsonrpc":"2.0","method":"node_status","id":"\\ud800"}', -32700, "surrogate"),
         (b'{"jsonrpc":"2.0","method":"node_status","id":"\\udfff","params":{}}', -32700, ""),
         (b'{"jsonrpc":"2.0","method":"perp_getMarket","params":{"\\ud800":1},"id":1}', -32700, ""),
-        (b'{"jsonrpc":"2.0","method":"chain_getBlock","params":{"height":1e400},"id":1}', -32700, ""),
+        (
+            b'{"jsonrpc":"2.0","method":"chain_getBlock","params":{"height":1e400},"id":1}',
+            -32700,
+            "",
+        ),
         (b'{"jsonrpc":"2.0","method":"node_status","id":"\\ud83d\\ude00"}', 0, ""),
         ({"method": "perp_getMarket", "params": {"market": "\u00b2"}}, 2003, "market"),
         ({"method": "perp_getMarket", "params": {"market": "\u0661"}}, 2003, "market"),
         ({"method": "perp_getMarket", "params": {"market": "1"}}, 0, ""),
         ({"method": "perp_getMarket", "params": {"market": 1}}, 0, ""),
         ({"method": "perp_getMarket", "params": {"market": 2**63}}, -32602, "market"),
-        ({"method": "perp_getMarket", "params": {"market": "99999999999999999999"}}, -32602, "market"),
+        (
+            {"method": "perp_getMarket", "params": {"market": "99999999999999999999"}},
+            -32602,
+            "market",
+        ),
         ({"method": "perp_getMarket", "params": {"market": 1.0}}, -32602, "market"),
         ({"method": "perp_getMarket", "params": {"market": True}}, -32602, "market"),
         ({"method": "chain_getProof", "params": {"key": "00" * 257}}, -32602, "key"),
