@@ -41,7 +41,7 @@ from node.rpc.methods import NodeContext, build_tables
 from node.rpc.server import BoundListeners
 from node.store import VersionedStore
 from tests.e2e.chain import CHAIN_ID, genesis_doc, node_config
-from tests.rpc.client import http_request
+from tests.rpc.client import WsClient, http_request
 
 # Every method and the param names it takes (test_every_method_is_fuzzed keeps this complete).
 PARAMS: dict[str, tuple[str, ...]] = {
@@ -215,9 +215,12 @@ _BAD_IDS = _SURROGATES | _FLOATS | st.booleans() | _VALUES
 
 
 @st.composite
-def requests(draw: st.DrawFn) -> dict[str, Any]:
-    method = draw(st.sampled_from([*PARAMS, "nope", "rpc.discover", ""]))
-    names = PARAMS.get(method, ("x",))
+def requests(
+    draw: st.DrawFn, extra: tuple[tuple[str, tuple[str, ...]], ...] = ()
+) -> dict[str, Any]:
+    table = {**PARAMS, **dict(extra)}
+    method = draw(st.sampled_from([*table, "nope", "rpc.discover", ""]))
+    names = table.get(method, ("x",))
     shape = draw(st.integers(min_value=0, max_value=9))
     request: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
     if shape == 0:
@@ -425,13 +428,16 @@ async def test_a_second_maintenance_at_the_same_height_keeps_its_pin(
         assert answer["result"]["checkpoint"] == "pre-maintenance-1"
 
 
-def _generate(count: int) -> list[dict[str, Any]]:
+WS_METHODS = (("subscribe", ("topic",)), ("unsubscribe", ("subscription",)))
+
+
+def _generate(count: int, **options: Any) -> list[dict[str, Any]]:
     """`count` requests from the same strategy (hypothesis as a generator only: a failure over
     HTTP shows its request in the assertion, shrinking happens in-process)."""
     out: list[dict[str, Any]] = []
 
     @settings(max_examples=count, deadline=None, database=None)
-    @given(requests())
+    @given(requests(**options))
     def collect(request: dict[str, Any]) -> None:
         out.append(request)
 
@@ -463,3 +469,36 @@ async def test_no_input_reaches_http_500_or_an_internal_error_over_http(
     codes = dict(sorted(tally.codes.items(), key=str))
     print(f"\nover HTTP: {tally.requests} requests; codes: {codes}")
     assert tally.requests == len(generated) >= 250
+
+
+async def test_no_input_reaches_an_internal_error_over_websocket(tmp_path: pathlib.Path) -> None:
+    """The WebSocket adds subscribe/unsubscribe; each request gets id i so its answer (they
+    come in order) is told from notifications."""
+    home = tmp_path / "node"
+    init_home(home, genesis_doc())
+    generated = _generate(150, extra=WS_METHODS)
+    for position, request in enumerate(generated):
+        request["id"] = position
+    generated += [
+        {"jsonrpc": "2.0", "id": "s", "method": "subscribe", "params": {"topic": "new_heads"}},
+        {"jsonrpc": "2.0", "id": "u", "method": "unsubscribe", "params": {"subscription": "x"}},
+    ]
+    tally = Tally()
+    async with trio.open_nursery() as nursery:
+        bound: BoundListeners = await nursery.start(run_node, node_config(home))
+        client = await WsClient.connect(bound.rpc.port)
+        try:
+            for request in generated:
+                await client.send(encode(request).decode())
+                while True:
+                    message = await client.recv()
+                    if isinstance(message, dict) and message.get("method") == "subscription":
+                        continue
+                    break
+                tally.record(request, json.dumps(message).encode())
+        finally:
+            await client.aclose()
+        nursery.cancel_scope.cancel()
+    codes = dict(sorted(tally.codes.items(), key=str))
+    print(f"\nover WebSocket: {tally.requests} requests; codes: {codes}")
+    assert tally.requests == len(generated)
