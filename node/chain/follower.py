@@ -76,6 +76,7 @@ class Follower:
         self.notices: dict[int, RollbackNotice] = {}
         status.source = source_url
         self.caught_up = trio.Event()
+        self.session_good = False  # this connection caught up with the source
 
     # --- modes -------------------------------------------------------------------------------
 
@@ -117,6 +118,8 @@ class Follower:
         self._set_mode("following")
         backoff = BACKOFF_START_S
         while True:
+            self.session_good = False
+            error_text = "the source ended the stream"
             try:
                 try:
                     await self._session()
@@ -126,16 +129,21 @@ class Follower:
                 self.halt(invalid)
                 continue  # reconnect and wait for a rollback notice
             except (RemoteUnavailable, RemoteCallError, ValueError, KeyError) as error:
-                log_event(
-                    logger,
-                    "follower.disconnected",
-                    level=logging.WARNING,
-                    source=self.source_url,
-                    error=str(error),
-                    retry_s=backoff,
-                )
+                error_text = str(error)
             finally:
                 self.remote = None
+            # After a good session (it caught up with the source) a drop is a new problem:
+            # retry soon, not after the backoff earlier failures had grown to.
+            if self.session_good:
+                backoff = BACKOFF_START_S
+            log_event(
+                logger,
+                "follower.disconnected",
+                level=logging.WARNING,
+                source=self.source_url,
+                error=error_text,
+                retry_s=backoff,
+            )
             await trio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
@@ -148,6 +156,7 @@ class Follower:
             while self.status.mode == "halted" and not await self._apply_notices(remote):
                 await trio.sleep(HALT_POLL_S)
             await self._catch_up(remote)
+            self.session_good = True  # connected and caught up: run() resets its backoff
             async for head in heads:
                 self.status.source_height = int(head["height"])
                 if self.status.source_height != self.store.height:
@@ -269,6 +278,7 @@ class Follower:
                 interval_ms=None if parent is None else header.time_ms - parent.time_ms,
                 apply_ms=(applied - started) * 1000,
                 commit_ms=(done - applied) * 1000,
+                codes=[r.code for r in executed.result.receipts] if executed.result else (),
             )
         log_event(
             logger,

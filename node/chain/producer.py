@@ -320,7 +320,7 @@ class Producer:
         # The batch is filled in slices too; its synced write and the swap of the root are
         # the last step, so readers see the previous block whole until then.
         header = await drive_in_slices(commit_prepared_steps(self.store, prepared), self.lane)
-        self._committed(txs, header, started, applied)
+        self._committed(txs, header, started, applied, result)
         await trio.lowlevel.checkpoint()  # let reads in before the publication
         self._publish(header, result)
         return header
@@ -379,12 +379,12 @@ class Producer:
             return None
         prepared, result = outcome
         header = commit_prepared(self.store, prepared)
-        self._committed(txs, header, started, applied)
+        self._committed(txs, header, started, applied, result)
         self._publish(header, result)
         return header
 
     def _committed(
-        self, txs: list[Any], header: BlockHeader, started: float, applied: float
+        self, txs: list[Any], header: BlockHeader, started: float, applied: float, result: Any
     ) -> None:
         """The head moves on: status, metrics and the block's log line."""
         head = self.status.head
@@ -399,6 +399,7 @@ class Producer:
                 interval_ms=header.time_ms - head.time_ms,
                 apply_ms=(applied - started) * 1000,
                 commit_ms=(done - applied) * 1000,
+                codes=[receipt.code for receipt in result.receipts],
             )
             self.metrics.mempool_size.set(len(self.mempool))
         log_event(
