@@ -267,7 +267,8 @@ async def run_node(
     try:
         if not following:
             operator_key = load_key(home, OPERATOR_KEY_FILE, "PERPCHAIN_OPERATOR_KEY")
-            assert producer_key is not None
+            if producer_key is None:
+                raise RuntimeError("a producing node needs its producer key")
             startup_restore(
                 store,
                 genesis,
@@ -292,14 +293,16 @@ async def run_node(
         # would hold a lane across that wait: none there.
         lane = None if following else WorkLane()
         if following:
-            assert config.follow_url is not None
+            if config.follow_url is None:
+                raise RuntimeError("a follower needs follow_url")
             follower = Follower(
                 store, genesis, config.follow_url, status, broadcaster=broadcaster, metrics=metrics
             )
             context = NodeContext(store, genesis, status, None, None, follower.forward_tx)
             writer = follower.run
         else:
-            assert producer_key is not None
+            if producer_key is None:
+                raise RuntimeError("a producing node needs its producer key")
             operator = operator_key
             if config.mempool.check_workers:
                 pool = CheckPool(

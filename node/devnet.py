@@ -75,7 +75,8 @@ def spawn_node_urls(
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
     )
-    assert node.stdout is not None
+    if node.stdout is None:
+        raise RuntimeError("the node's output is not piped")
     for line in node.stdout:
         if "rpc.listening" in line:
             urls = {}

@@ -51,7 +51,7 @@ def drill_genesis() -> dict[str, Any]:
     doc: dict[str, Any] = json.loads((ROOT / "genesis" / "devnet.json").read_text())
     doc["params"]["funding_interval_ms"] = "1000"
     doc["params"]["funding_period_ms"] = "1000"
-    doc["params"]["breaker_liquidations"] = "1000"
+    doc["params"]["breaker_notional_quote"] = str(10**18)
     for market in doc["markets"]:
         market["max_funding_rate_ppm"] = "20000"
     for i in range(SHORTS):
@@ -155,7 +155,8 @@ class Drill:
                     client_id=10 + i,
                 )
             )
-            assert receipt["status"] == "committed", receipt
+            if not (receipt["status"] == "committed"):
+                raise RuntimeError(receipt)
         tp = self.order(
             self.shorts[0],
             Side.BUY,
@@ -167,7 +168,8 @@ class Drill:
             reduce_only=1,
             client_id=99,
         )
-        assert self.wait_tx(tp)["status"] == "committed"
+        if not (self.wait_tx(tp)["status"] == "committed"):
+            raise RuntimeError("the take-profit order was not committed")
         say("   3 shorts of 1 BTC on $4,000 each; short 0 protects itself with a take-profit")
 
         say("2. maintenance begin")
@@ -212,7 +214,8 @@ class Drill:
             deposit_id=DEPOSIT_ID,
         )
         self.wait_tx(self.oracle())
-        assert self.wait_tx(deposit)["status"] == "committed"
+        if not (self.wait_tx(deposit)["status"] == "committed"):
+            raise RuntimeError("the deposit was not committed")
         liquidated = self.until("liquidations on the damaged chain", self.liquidations_since)
         self.facts["liquidated"] = sorted(liquidated)
         say(f"   the sequencer liquidated {len(liquidated)} accounts on the damaged state")

@@ -27,7 +27,13 @@ from node.chain.remote import (
     connect_remote,
     single_exception,
 )
-from node.chain.replay import InvalidBlock, commit_executed, describe_against, execute_block
+from node.chain.replay import (
+    InvalidBlock,
+    commit_executed,
+    describe_against,
+    execute_block,
+    log_block_alerts,
+)
 from node.core import merkle
 from node.core.blocks import (
     Block,
@@ -268,6 +274,7 @@ class Follower:
             self.refused_hash = header_hash(block.header)
             invalid.details = await self._explain(remote, block, executed.writes)
             raise
+        log_block_alerts(logger, header.height, executed.result)
         done = time.perf_counter()
         self.status.head = header
         self.status.committed_txs += len(block.txs)

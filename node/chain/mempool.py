@@ -18,7 +18,8 @@ from collections.abc import Sequence
 
 from node.chain.admission import CheckPool, check_tx
 from node.config import MempoolSettings
-from node.core.errors import Reject, TxRejected
+from node.core.errors import TxRejected
+from node.core.transition import use_nonce
 from node.core.txs import SignedTx
 from node.core.view import Overlay, StateReader, get_nonces
 
@@ -82,11 +83,9 @@ class Mempool:
         """The stateful part (on the event loop): duplicates, nonce window, caps."""
         if tx.tx_hash in self._txs:
             return tx  # a resubmission of a pending tx is idempotent
-        nonces = get_nonces(Overlay(self._state), tx.signer)
-        if not nonces.base_nonce <= tx.nonce < nonces.base_nonce + self._window:
-            raise TxRejected(
-                Reject.BAD_NONCE, f"nonce={tx.nonce}, window [{nonces.base_nonce}, +{self._window})"
-            )
+        # The block's own nonce rule (window and bitmap): a nonce already used out of order,
+        # or consumed by a tx whose body was rejected, is refused here and never reaches a block.
+        use_nonce(get_nonces(Overlay(self._state), tx.signer), tx.nonce, self._window)
         if len(self._txs) >= self._settings.max_txs:
             raise MempoolFull(f"mempool holds {len(self._txs)} txs")
         count = self._per_sender.get(tx.signer, 0)

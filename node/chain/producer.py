@@ -24,6 +24,7 @@ from node.chain.broadcast import Broadcaster, account_topic
 from node.chain.clock import Clock
 from node.chain.mempool import Mempool
 from node.chain.metrics import Metrics
+from node.chain.replay import log_block_alerts
 from node.core.blocks import (
     MAX_BLOCK_TXS,
     Block,
@@ -343,7 +344,8 @@ class Producer:
 
     def _next_env(self) -> BlockEnv:
         head = self.status.head
-        assert head is not None
+        if head is None:
+            raise RuntimeError("the producer has no head block")
         return BlockEnv(
             chain_id=head.chain_id,
             height=head.height + 1,
@@ -380,6 +382,7 @@ class Producer:
         prepared, result = outcome
         header = commit_prepared(self.store, prepared)
         self._committed(txs, header, started, applied, result)
+        log_block_alerts(logger, header.height, result)
         self._publish(header, result)
         return header
 
@@ -388,7 +391,8 @@ class Producer:
     ) -> None:
         """The head moves on: status, metrics and the block's log line."""
         head = self.status.head
-        assert head is not None
+        if head is None:
+            raise RuntimeError("the producer has no head block")
         done = time.perf_counter()
         self.status.head = header
         self.status.committed_txs += len(txs)
@@ -425,7 +429,8 @@ class Producer:
                 self.metrics.set_mode("producing")
         while True:
             head = self.status.head
-            assert head is not None
+            if head is None:
+                raise RuntimeError("the producer has no head block")
             await self.clock.sleep_until_ms(head.time_ms + self.interval_ms)
             if self.status.mode != "producing":
                 await trio.sleep(self.interval_ms / 1000)

@@ -9,6 +9,7 @@ state, block record and indexes are then committed in one batch, as the producer
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -25,7 +26,9 @@ from node.core.blocks import (
 from node.core.errors import BlockInvalid, InvariantViolation
 from node.core.genesis import Genesis, genesis_writes
 from node.core.queries import describe_difference
+from node.core.records import EventKind
 from node.core.transition import BlockResult, apply_block_bytes
+from node.log import log_event, short_hex
 from node.store import VersionedStore, blocks_db
 
 MAX_LISTED_DIFFERENCES = 20
@@ -148,6 +151,41 @@ def commit_executed(
         index=blocks_db.hash_index(executed.block),
     )
     return header
+
+
+def log_block_alerts(logger: logging.Logger, height: int, result: BlockResult | None) -> None:
+    """What an operator must see of a committed block, logged by the producer and by every
+    follower alike: each TX_FAILED tx (an error nothing foresaw, named with its hash: a bug
+    to fix, though the chain went on), each market the breaker closed, each deleveraging."""
+    if result is None:
+        return
+    for tx_hash, error in result.failures:
+        log_event(
+            logger, "tx.failed", level=logging.ERROR, height=height, tx=tx_hash.hex(), error=error
+        )
+    for item in result.events:
+        if item.kind == EventKind.BREAKER:
+            log_event(
+                logger,
+                "market.breaker_tripped",
+                level=logging.CRITICAL,
+                height=height,
+                market=item.market_id,
+                liquidated_quote=item.amount_quote,
+                oracle_move_ppm=item.extra,
+            )
+        elif item.kind == EventKind.DELEVERAGED:
+            log_event(
+                logger,
+                "account.deleveraged",
+                level=logging.WARNING,
+                height=height,
+                market=item.market_id,
+                bankrupt=short_hex(item.account),
+                counterparty=short_hex(item.counterparty),
+                size=item.size_atoms,
+                paid_quote=item.amount_quote,
+            )
 
 
 def apply_verified_block(

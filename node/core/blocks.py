@@ -17,6 +17,7 @@ import msgpack
 
 from node.core import codec, merkle
 from node.core.crypto import SigningKey, domain, signing_bytes, tagged_hash, verify_signature
+from node.core.errors import InvariantViolation
 from node.core.records import Event
 from node.core.steps import Steps
 from node.core.txs import tx_hash
@@ -189,7 +190,8 @@ def encode_receipts_steps(receipts: BlockReceipts) -> Steps[bytes]:
     empty = codec.encode(BlockReceipts(receipts=(), block_events=receipts.block_events))
     # [TAG, [], [events...]]: a 3-array header, the tag, then the empty array (0x90).
     at = 1 + len(codec.pack(BlockReceipts.TAG))
-    assert empty[at] == 0x90, "BlockReceipts is not [tag, receipts, block_events]"
+    if empty[at] != 0x90:
+        raise InvariantViolation("BlockReceipts is not [tag, receipts, block_events]")
     header: bytes = msgpack.Packer().pack_array_header(len(parts))
     return empty[:at] + header + b"".join(parts) + empty[at + 1 :]
 

@@ -133,6 +133,31 @@ def _converter(tp: Any, owner: type) -> tuple[_ToWire, _FromWire]:
     raise TypeError(f"{owner.__name__}: field type {tp!r} cannot be encoded")
 
 
+_INT_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def fits(record: Any) -> bool:
+    """True when every int field of `record` (a flat record) fits int64: the cheap check that
+    `encode` will not raise OutOfRange for it (tuple and nested fields are not walked; the
+    records with arithmetic in them have none)."""
+    cls = type(record)
+    names = _INT_FIELDS.get(cls)
+    if names is None:
+        hints = typing.get_type_hints(cls)
+        names = _INT_FIELDS[cls] = tuple(
+            f.name for f in dataclasses.fields(cls) if _is_int_type(hints[f.name])
+        )
+    for name in names:
+        if not I64_MIN <= getattr(record, name) <= I64_MAX:
+            return False
+    return True
+
+
+def _is_int_type(tp: Any) -> bool:
+    tp = getattr(tp, "__supertype__", tp)
+    return tp is int or (isinstance(tp, type) and issubclass(tp, int))
+
+
 def to_wire(record: Any) -> Wire:
     """The record as nested lists of ints and bytes (the msgpack array form)."""
     schema = _schema(type(record))

@@ -51,6 +51,19 @@ class Reject(enum.IntEnum):
     DUPLICATE_DEPOSIT = 23  # a bridge deposit id already credited
     BAD_PARAMETER = 24  # an operator parameter outside its allowed range
     BAD_KEY = 25  # a small-order or non-canonical Ed25519 public key (no one could sign for it)
+    TX_FAILED = (
+        26  # an unexpected error while applying the tx: the tx is rejected, the block goes on
+    )
+    PRICE_OUT_OF_BAND = 27  # a limit or worst price outside the market's band around the oracle
+    REDUCE_ONLY_MUST_BE_IOC = 28  # a reduce-only order cannot rest (GTC, post-only)
+
+
+# Codes a tx can get before its nonce is consumed: the stateless checks, the signature and the
+# nonce itself. Every other code comes from the body, after the nonce was consumed (as a Cosmos
+# SDK account's sequence advances in the ante handler): those signed bytes can never run again.
+NONCE_UNUSED_CODES = frozenset(
+    {Reject.MALFORMED, Reject.BAD_SIGNATURE, Reject.BAD_NONCE, Reject.BAD_KEY}
+)
 
 
 class TxRejected(PerpError):

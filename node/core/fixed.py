@@ -13,6 +13,10 @@ SIZE_SCALE = 10**8  # 1 base unit = 100_000_000 size atoms    suffix _atoms
 PPM = 10**6  # rates, fees, margin fractions                  suffix _ppm
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1  # every stored integer fits (msgpack's signed range)
 U64_MAX = 2**64 - 1
+# The largest price anywhere (orders, triggers, oracle): a billion USD per base unit. With every
+# size below I64_MAX, a notional (size x price / SIZE_SCALE) stays below 2^113 in Python and is
+# range-checked before it is stored.
+MAX_PRICE_QUOTE = 10**15
 
 
 def check_i64(value: int, name: str = "value") -> int:

@@ -19,13 +19,18 @@ from node.core.records import Market, Position
 
 
 def premium_rate_ppm(
-    best_bid_quote: int | None, best_ask_quote: int | None, oracle_price_quote: int
+    impact_bid_quote: int | None, impact_ask_quote: int | None, oracle_price_quote: int
 ) -> int:
-    """(book mid - oracle) / oracle in ppm, truncated; 0 without a two-sided book."""
-    if best_bid_quote is None or best_ask_quote is None or oracle_price_quote <= 0:
+    """(max(0, impact bid - oracle) - max(0, oracle - impact ask)) / oracle in ppm, truncated
+    (Binance's and dYdX's premium): the impact prices are the average prices of filling the
+    market's impact notional on each side, so one small order cannot move the rate. 0 when a
+    side is thinner than the impact notional."""
+    if impact_bid_quote is None or impact_ask_quote is None or oracle_price_quote <= 0:
         return 0
-    mid_twice = best_bid_quote + best_ask_quote
-    return div_trunc((mid_twice - 2 * oracle_price_quote) * PPM, 2 * oracle_price_quote)
+    premium = max(0, impact_bid_quote - oracle_price_quote) - max(
+        0, oracle_price_quote - impact_ask_quote
+    )
+    return div_trunc(premium * PPM, oracle_price_quote)
 
 
 def clamp_rate_ppm(rate_ppm: int, cap_ppm: int) -> int:

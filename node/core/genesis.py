@@ -9,7 +9,7 @@ from typing import Any
 
 from node.core import codec, keys
 from node.core.crypto import check_public_key
-from node.core.fixed import I64_MAX, PPM
+from node.core.fixed import I64_MAX, MAX_PRICE_QUOTE, PPM
 from node.core.records import (
     Account,
     AccountId,
@@ -19,6 +19,9 @@ from node.core.records import (
     MarketMode,
     Totals,
 )
+
+DEFAULT_PRICE_BAND_PPM = 100_000  # 10%: orders and fills within oracle x (1 +- 10%)
+DEFAULT_IMPACT_NOTIONAL_QUOTE = 10_000 * 10**6  # the funding premium's depth: 10,000 USD
 
 
 class GenesisError(ValueError):
@@ -63,6 +66,11 @@ def _int(doc: dict[str, Any], name: str, *, low: int = 0, high: int = I64_MAX) -
     return number
 
 
+def _opt(doc: dict[str, Any], name: str, default: int, *, low: int = 0, high: int = I64_MAX) -> int:
+    """An optional integer field: its default when absent, else checked as `_int` does."""
+    return _int(doc, name, low=low, high=high) if name in doc else default
+
+
 def _key(doc: dict[str, Any], name: str) -> bytes:
     value = doc.get(name)
     try:
@@ -104,8 +112,9 @@ def parse_genesis(doc: dict[str, Any]) -> Genesis:
         max_open_orders=_int(p, "max_open_orders", low=1, high=10_000),
         max_order_size_atoms=_int(p, "max_order_size_atoms", low=1),
         max_deposit_quote=_int(p, "max_deposit_quote", low=1),
-        breaker_liquidations=_int(p, "breaker_liquidations"),
+        breaker_notional_quote=_int(p, "breaker_notional_quote", low=1),
         breaker_move_ppm=_int(p, "breaker_move_ppm", high=PPM),
+        breaker_min_notional_quote=_opt(p, "breaker_min_notional_quote", 0),
         nonce_window=_int(p, "nonce_window", low=1, high=64),
     )
     markets = []
@@ -117,6 +126,13 @@ def parse_genesis(doc: dict[str, Any]) -> Genesis:
         mmf = _int(m, "maintenance_margin_ppm", low=1, high=PPM)
         if mmf >= imf:
             raise GenesisError(f"markets[{index}]: maintenance margin must be below initial")
+        band = _opt(m, "price_band_ppm", DEFAULT_PRICE_BAND_PPM, low=1, high=PPM // 2)
+        if band <= mmf:
+            # Inside a band narrower than the maintenance margin a fill could not even close a
+            # position an oracle move had put under maintenance margin at its bankruptcy side.
+            raise GenesisError(
+                f"markets[{index}]: price_band_ppm={band} must exceed maintenance_margin_ppm={mmf}"
+            )
         markets.append(
             Market(
                 market_id=MarketId(_int(m, "id", low=1, high=2**32 - 1)),
@@ -126,13 +142,17 @@ def parse_genesis(doc: dict[str, Any]) -> Genesis:
                 initial_margin_ppm=imf,
                 maintenance_margin_ppm=mmf,
                 max_funding_rate_ppm=_int(m, "max_funding_rate_ppm", high=PPM),
-                oracle_price_quote=_int(m, "oracle_price_quote", low=1),
+                oracle_price_quote=_int(m, "oracle_price_quote", low=1, high=MAX_PRICE_QUOTE),
                 oracle_time_ms=time_ms,
                 funding_index_quote=0,
                 last_funding_ms=time_ms,
                 funding_ticks=0,
                 open_interest_atoms=0,
                 mode=MarketMode.OPEN,
+                price_band_ppm=band,
+                impact_notional_quote=_opt(
+                    m, "impact_notional_quote", DEFAULT_IMPACT_NOTIONAL_QUOTE, low=1
+                ),
             )
         )
     ids = [m.market_id for m in markets]
@@ -155,8 +175,19 @@ def parse_genesis(doc: dict[str, Any]) -> Genesis:
         params=params,
         markets=tuple(sorted(markets, key=lambda m: m.market_id)),
         accounts=tuple(accounts[k] for k in sorted(accounts)),
-        insurance_fund_quote=_int(doc, "insurance_fund_quote"),
+        insurance_fund_quote=_insurance_fund(doc, params),
     )
+
+
+def _insurance_fund(doc: dict[str, Any], params: ChainParams) -> int:
+    """The insurance fund must be funded: it covers bankruptcies before deleveraging does, and
+    a chain that starts with 0 deleverages its users at the first bankruptcy."""
+    fund = _int(doc, "insurance_fund_quote", low=1)
+    if params.breaker_min_notional_quote > params.breaker_notional_quote:
+        raise GenesisError("breaker_min_notional_quote must not exceed breaker_notional_quote")
+    if params.funding_interval_ms > params.max_funding_gap_ms:
+        raise GenesisError("max_funding_gap_ms must be at least funding_interval_ms")
+    return fund
 
 
 def genesis_writes(genesis: Genesis) -> tuple[tuple[bytes, bytes], ...]:

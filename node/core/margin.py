@@ -36,11 +36,3 @@ def initial_margin_quote(holdings: Iterable[tuple[Position, Market]]) -> int:
 
 def maintenance_margin_quote(holdings: Iterable[tuple[Position, Market]]) -> int:
     return sum(requirement_quote(p.size_atoms, m, m.maintenance_margin_ppm) for p, m in holdings)
-
-
-def reduces_risk(size_before_atoms: int, size_after_atoms: int) -> bool:
-    """A fill reduces risk when it shrinks the position without flipping its side."""
-    if size_before_atoms == 0:
-        return False
-    same_side = (size_after_atoms >= 0) == (size_before_atoms > 0) or size_after_atoms == 0
-    return same_side and abs(size_after_atoms) < abs(size_before_atoms)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from node.core import codec, keys
+from node.core.errors import InvariantViolation
 from node.core.funding import funding_payment_quote
 from node.core.margin import equity_quote, initial_margin_quote, maintenance_margin_quote
 from node.core.records import (
@@ -61,7 +62,8 @@ def account_summary(reader: StateReader, address: bytes) -> dict[str, Any] | Non
     positions = []
     for position in iter_positions(view, AccountId(address)):
         mkt = get_market(view, position.market_id)
-        assert mkt is not None
+        if mkt is None:
+            raise InvariantViolation(f"position in unknown market {position.market_id}")
         held.append((position, mkt))
         positions.append(
             {

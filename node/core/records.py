@@ -68,8 +68,9 @@ class ChainParams:
     max_open_orders: int  # per account, resting plus conditional
     max_order_size_atoms: int
     max_deposit_quote: int
-    breaker_liquidations: int  # more liquidations than this in one block ...
-    breaker_move_ppm: int  # ... without an oracle move of at least this trips the breaker
+    breaker_notional_quote: int  # more liquidated notional than this in one market and block ...
+    breaker_move_ppm: int  # ... without an oracle move of at least this: the market CANCEL_ONLY
+    breaker_min_notional_quote: int  # liquidations smaller than this do not count (dust)
     nonce_window: int  # a signer's nonces may arrive out of order within this window (<= 64)
 
 
@@ -90,6 +91,8 @@ class Market:
     funding_ticks: int  # entries in the funding log; the next tick's sequence number
     open_interest_atoms: int  # sum of long sizes == sum of short sizes
     mode: MarketMode
+    price_band_ppm: int  # order prices and fills lie within oracle x (1 +- band)
+    impact_notional_quote: int  # the funding premium uses the book's prices for this notional
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,7 +107,9 @@ class Account:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Nonces:
     """Replay protection per signer: nonces below `base_nonce` are used; bit i of `used_bits`
-    says whether `base_nonce + 1 + i` is used. A nonce >= base + window is too far ahead."""
+    says whether `base_nonce + 1 + i` is used (base itself is unused by definition, so a window
+    of 64 needs bits 0..62 and the field always fits int64). A nonce >= base + window is too
+    far ahead."""
 
     TAG: ClassVar[int] = 0x13
     base_nonce: int  # the lowest unused nonce
@@ -178,6 +183,8 @@ class EventKind(enum.IntEnum):
     MARKET_MODE = 11
     INSURANCE_COVER = 12
     PARAMS = 13
+    DELEVERAGED = 14  # a bankrupt account's position closed against an opposite one (ADL)
+    BREAKER = 15  # a liquidation storm without a price move: the market went CANCEL_ONLY
 
 
 class CancelReason(enum.IntEnum):
@@ -188,6 +195,7 @@ class CancelReason(enum.IntEnum):
     OPERATOR = 4  # operator recovery block
     REDUCE_ONLY = 5  # nothing left to reduce
     TRIGGER_FAILED = 6
+    OUT_OF_BAND = 7  # a resting order's price left the band around the oracle
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -198,7 +206,11 @@ class Event:
     LIQUIDATION, one per closed position: market, account, counterparty = liquidator, size closed
     (signed, account's side), price (the oracle); then one per liquidated account, without
     market or counterparty: amount = penalty, extra = insurance cover. FUNDING_SETTLED: amount
-    paid to the holder (signed). FUNDING_TICK: ref = seq, amount = new index, extra = rate ppm."""
+    paid to the holder (signed). FUNDING_TICK: ref = seq, amount = new index, extra = rate ppm.
+    DELEVERAGED, one per counterparty: market, account = the bankrupt account, counterparty = the
+    deleveraged one, size (bankrupt side, signed), price = the oracle, amount = what the
+    counterparty paid over the oracle price (so the fill was at the bankruptcy price).
+    BREAKER: market, amount = liquidated notional, extra = the oracle move in ppm."""
 
     TAG: ClassVar[int] = 0x20
     kind: EventKind

@@ -4,10 +4,15 @@ margin,records,view}.
 Matching is price-time priority on a book stored under keys that sort in priority order
 (node.core.keys), fills happen at the maker price, the taker pays the taker fee and the maker
 the maker fee (both rounded up, to the fee pool). A resting order of the taker's own account
-met during matching is cancelled (self-trade prevention: cancel resting). Margin is checked at
-each fill: initial margin unless the fill reduces the account's risk; a maker that can no
-longer margin its fill loses the order, a taker that cannot stops matching (rejected if
-nothing filled).
+met during matching is cancelled (self-trade prevention: cancel resting).
+
+Every fill is margin-checked for both accounts (`fill_allowed`, the dYdX v4 rule): after it an
+account meets its initial margin, or the fill left it no riskier: new net collateral / new
+maintenance margin >= old / old, and with no position left its collateral is not negative. A
+maker that fails loses the order and matching goes on; a taker that fails stops matching
+(rejected if nothing filled). Fills happen only within the market's price band around the
+oracle: the taker's limit is clipped to the band, and a resting order found outside it is
+cancelled (OUT_OF_BAND).
 """
 
 from __future__ import annotations
@@ -15,10 +20,15 @@ from __future__ import annotations
 from itertools import islice
 
 from node.core import keys
-from node.core.errors import Reject, TxRejected
-from node.core.fixed import SIZE_SCALE, div_floor, div_trunc, mul_ppm
+from node.core.errors import Reject, TxRejected, invariant
+from node.core.fixed import PPM, SIZE_SCALE, div_ceil, div_floor, div_trunc, mul_ppm
 from node.core.funding import funding_payment_quote
-from node.core.margin import equity_quote, initial_margin_quote, reduces_risk, requirement_quote
+from node.core.margin import (
+    equity_quote,
+    initial_margin_quote,
+    maintenance_margin_quote,
+    requirement_quote,
+)
 from node.core.records import (
     Account,
     AccountId,
@@ -56,25 +66,57 @@ def require_account(view: Overlay, account_id: bytes) -> Account:
     return account
 
 
+def existing_account(view: Overlay, account_id: bytes) -> Account:
+    """An account the state must hold (an order's or a position's owner): its absence is a
+    broken invariant, never a user's mistake."""
+    account = get_account(view, account_id)
+    invariant(account is not None, f"account {account_id.hex()[:16]} is referenced but missing")
+    return account  # type: ignore[return-value]
+
+
+def existing_market(view: Overlay, market_id: int) -> Market:
+    market = get_market(view, market_id)
+    invariant(market is not None, f"market {market_id} is referenced but missing")
+    return market  # type: ignore[return-value]
+
+
 def holdings(view: Overlay, account_id: AccountId) -> list[tuple[Position, Market]]:
     """The account's positions with their markets: point reads through `Account.markets`
-    (no ordered scan: this runs twice per fill for the margin checks)."""
-    account = get_account(view, account_id)
-    assert account is not None
+    (no ordered scan: this runs for both accounts of every fill)."""
+    account = existing_account(view, account_id)
     out = []
     for market_id in account.markets:
         position = get_position(view, account_id, MarketId(market_id))
         market = get_market(view, market_id)
-        assert position is not None and market is not None, "Account.markets is stale"
-        out.append((position, market))
+        invariant(
+            position is not None and market is not None,
+            f"account {account_id.hex()[:16]} lists market {market_id} without a position",
+        )
+        out.append((position, market))  # type: ignore[arg-type]
     return out
 
 
-def margin_ok(view: Overlay, account_id: AccountId) -> bool:
-    account = get_account(view, account_id)
-    assert account is not None
+def risk_quote(view: Overlay, account_id: AccountId) -> tuple[int, int, int]:
+    """(net collateral, initial margin, maintenance margin) of the account, at the oracle."""
+    account = existing_account(view, account_id)
     held = holdings(view, account_id)
-    return equity_quote(account, held) >= initial_margin_quote(held)
+    return equity_quote(account, held), initial_margin_quote(held), maintenance_margin_quote(held)
+
+
+def fill_allowed(before: Overlay, after: Overlay, account_id: AccountId) -> bool:
+    """The margin rule of every fill (module docstring): `after` meets initial margin, or it
+    is no riskier than `before` by net collateral over maintenance margin (cross-multiplied:
+    both requirements are >= 0). Opening from no requirement must meet initial margin; with
+    no requirement left the net collateral must not be negative."""
+    net, initial, maintenance = risk_quote(after, account_id)
+    if net >= initial:
+        return True
+    if maintenance == 0:
+        return False  # initial is 0 too, so net < 0: no position and a debt
+    old_net, _, old_maintenance = risk_quote(before, account_id)
+    if old_maintenance == 0:
+        return False
+    return net * old_maintenance >= old_net * maintenance
 
 
 def settle_funding(
@@ -86,8 +128,7 @@ def settle_funding(
         return position
     payment = funding_payment_quote(position, market)
     if payment:
-        account = get_account(view, position.account_id)
-        assert account is not None
+        account = existing_account(view, position.account_id)
         put_account(view, evolve(account, collateral_quote=account.collateral_quote + payment))
         totals = get_totals(view)
         put_totals(view, evolve(totals, insurance_fund_quote=totals.insurance_fund_quote - payment))
@@ -138,8 +179,7 @@ def change_position(
         cost = div_floor(after * price_quote, SIZE_SCALE)
     put_position(view, evolve(position, size_atoms=after, cost_quote=cost))
     if before == 0 or after == 0:  # opened or closed: keep Account.markets in step
-        account = get_account(view, account_id)
-        assert account is not None
+        account = existing_account(view, account_id)
         held = set(account.markets)
         held.add(market.market_id) if after else held.discard(market.market_id)
         put_account(view, evolve(account, markets=tuple(sorted(held))))
@@ -168,8 +208,7 @@ def apply_fill(
         (buyer, -notional - buyer_fee_quote),
         (seller, notional - seller_fee_quote),
     ):
-        account = get_account(view, account_id)
-        assert account is not None
+        account = existing_account(view, account_id)
         put_account(view, evolve(account, collateral_quote=account.collateral_quote + delta))
     if buyer_fee_quote or seller_fee_quote:
         totals = get_totals(view)
@@ -197,8 +236,7 @@ def add_order(view: Overlay, order: Order) -> None:
     view.put(where, order)
     view.put(keys.order_ref(order.order_id), where)
     view.put(keys.account_order(order.account_id, order.order_id), b"")
-    account = get_account(view, order.account_id)
-    assert account is not None
+    account = existing_account(view, order.account_id)
     put_account(view, evolve(account, open_orders=account.open_orders + 1))
 
 
@@ -208,8 +246,7 @@ def remove_order(
     view.delete(where)
     view.delete(keys.order_ref(order.order_id))
     view.delete(keys.account_order(order.account_id, order.order_id))
-    account = get_account(view, order.account_id)
-    assert account is not None
+    account = existing_account(view, order.account_id)
     put_account(view, evolve(account, open_orders=account.open_orders - 1))
     if reason is not None:
         events.append(order_event(EventKind.ORDER_CANCELLED, order, ref=reason))
@@ -230,12 +267,32 @@ def best_order(view: Overlay, market_id: MarketId, side: Side) -> tuple[bytes, O
     return view.first(keys.book_side(market_id, side), Order)
 
 
+def band_limits_quote(market: Market) -> tuple[int, int]:
+    """The lowest and highest fill price: oracle x (1 -+ price_band_ppm), rounded inward."""
+    spread = market.oracle_price_quote * market.price_band_ppm
+    oracle = market.oracle_price_quote * PPM
+    return div_ceil(oracle - spread, PPM), (oracle + spread) // PPM
+
+
+def taker_limit_quote(side: Side, limit_quote: int, market: Market) -> int:
+    """The taker's limit clipped to the band (0, a market order's "any", is the band's edge)."""
+    low, high = band_limits_quote(market)
+    if side == Side.BUY:
+        return high if limit_quote == 0 else min(limit_quote, high)
+    return low if limit_quote == 0 else max(limit_quote, low)
+
+
 def _crosses(side: Side, limit_quote: int, maker_price_quote: int) -> bool:
-    if limit_quote == 0:
-        return True  # market order without a price limit
     return (
         maker_price_quote <= limit_quote if side == Side.BUY else maker_price_quote >= limit_quote
     )
+
+
+def _beyond_band(side: Side, maker_price_quote: int, market: Market) -> bool:
+    """A resting order on the far side of the band from the taker's limit (a sell below the
+    band for a buyer, a buy above it for a seller): it may not fill, and it is cancelled."""
+    low, high = band_limits_quote(market)
+    return maker_price_quote < low if side == Side.BUY else maker_price_quote > high
 
 
 def match_order(
@@ -250,6 +307,8 @@ def match_order(
     remaining = taker.size_atoms
     filled_any = False
     side_prefix = keys.book_side(market_id, opposite)
+    market = existing_market(view, market_id)  # the oracle and band hold for the whole match
+    limit = taker_limit_quote(taker.side, taker.price_quote, market)
     queue: list[tuple[bytes, Order]] = []
     while remaining > 0:
         # The next makers in priority order, a few at a time: processing a maker changes only
@@ -261,8 +320,12 @@ def match_order(
             if not queue:
                 break
         where, maker = queue.pop()
-        if not _crosses(taker.side, taker.price_quote, maker.price_quote):
+        if not _crosses(taker.side, limit, maker.price_quote):
             break
+        if _beyond_band(taker.side, maker.price_quote, market):
+            remove_order(view, where, maker, CancelReason.OUT_OF_BAND, events)
+            view.raise_floor(side_prefix, where)
+            continue
         if maker.account_id == taker.account_id:
             remove_order(view, where, maker, CancelReason.SELF_TRADE, events)
             continue
@@ -273,8 +336,7 @@ def match_order(
             size = min(size, reducible)
             if size == 0:
                 return remaining, True
-        market = get_market(view, market_id)
-        assert market is not None
+        market = existing_market(view, market_id)
         branch = view.branch()
         fill_events: list[Event] = []
         buyer, seller = (
@@ -288,7 +350,7 @@ def match_order(
         buyer_fee, seller_fee = (
             (taker_fee, maker_fee) if taker.side == Side.BUY else (maker_fee, taker_fee)
         )
-        _, buyer_sizes, seller_sizes = apply_fill(
+        apply_fill(
             branch,
             market,
             buyer=buyer,
@@ -299,13 +361,10 @@ def match_order(
             buyer_fee_quote=buyer_fee,
             seller_fee_quote=seller_fee,
         )
-        taker_sizes, maker_sizes = (
-            (buyer_sizes, seller_sizes) if taker.side == Side.BUY else (seller_sizes, buyer_sizes)
-        )
-        if not reduces_risk(*maker_sizes) and not margin_ok(branch, maker.account_id):
+        if not fill_allowed(view, branch, maker.account_id):
             remove_order(view, where, maker, CancelReason.MAKER_MARGIN, events)
             continue
-        if not reduces_risk(*taker_sizes) and not margin_ok(branch, taker.account_id):
+        if not fill_allowed(view, branch, taker.account_id):
             if not filled_any:
                 raise TxRejected(Reject.INSUFFICIENT_MARGIN, taker.account_id.hex()[:16])
             return remaining, True
@@ -337,9 +396,8 @@ def match_order(
 
 def can_rest(view: Overlay, order: Order) -> bool:
     """Initial margin of the positions plus this order's own requirement at the oracle."""
-    account = get_account(view, order.account_id)
-    market = get_market(view, order.market_id)
-    assert account is not None and market is not None
+    account = existing_account(view, order.account_id)
+    market = existing_market(view, order.market_id)
     held = holdings(view, order.account_id)
     need = initial_margin_quote(held) + requirement_quote(
         order.size_atoms, market, market.initial_margin_ppm
@@ -349,3 +407,26 @@ def can_rest(view: Overlay, order: Order) -> bool:
 
 def rests(order: Order) -> bool:
     return order.kind == OrderKind.LIMIT and order.tif in (TimeInForce.GTC, TimeInForce.POST_ONLY)
+
+
+IMPACT_MAX_ORDERS = 1_000  # resting orders an impact price walks at most (per side, per tick)
+
+
+def impact_price_quote(view: Overlay, market: Market, side: Side) -> int | None:
+    """The average price of filling the market's impact notional against the `side` of the
+    book (the bids for the impact bid), or None when the side is thinner than that within
+    IMPACT_MAX_ORDERS orders. Rounded toward the oracle's side of the book: the bid down, the
+    ask up, so rounding never adds premium."""
+    need = market.impact_notional_quote * SIZE_SCALE  # in size atoms x quote per unit
+    value = size = 0
+    orders = view.iter_records(keys.book_side(market.market_id, side), Order)
+    for _, order in islice(orders, IMPACT_MAX_ORDERS):
+        order_value = order.size_atoms * order.price_quote
+        if value + order_value >= need:
+            take = div_ceil(need - value, order.price_quote)
+            value += take * order.price_quote
+            size += take
+            return value // size if side == Side.BUY else div_ceil(value, size)
+        value += order_value
+        size += order.size_atoms
+    return None

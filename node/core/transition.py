@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from node.core import keys
+from node.core import codec, keys
 from node.core.blocks import BlockEnv, Receipt
-from node.core.errors import BlockInvalid, NotCanonical, Reject, TxRejected
-from node.core.fixed import PPM
+from node.core.errors import BlockInvalid, InvariantViolation, NotCanonical, Reject, TxRejected
+from node.core.fixed import MAX_PRICE_QUOTE, PPM, div_ceil
 from node.core.funding import clamp_rate_ppm, index_delta_quote, premium_rate_ppm
 from node.core.invariants import check_invariants
 from node.core.liquidation import run_liquidations, run_triggers
@@ -45,7 +45,9 @@ from node.core.trading import (
     add_order,
     best_order,
     can_rest,
+    existing_market,
     holdings,
+    impact_price_quote,
     match_order,
     remove_order,
     require_account,
@@ -91,6 +93,8 @@ class BlockResult:
     receipts: tuple[Receipt, ...]
     events: tuple[Event, ...]  # begin- and end-block events
     liquidations: int
+    # (tx hash, error) of each TX_FAILED receipt: not consensus data, for the node's log
+    failures: tuple[tuple[bytes, str], ...] = ()
 
 
 Handler = Callable[[Overlay, Any, bytes, BlockEnv, ChainParams], list[Event]]
@@ -148,6 +152,13 @@ def apply_withdraw(
     if body.amount_quote <= 0:
         raise TxRejected(Reject.SIZE_MUST_BE_POSITIVE, f"amount_quote={body.amount_quote}")
     held = holdings(view, account.account_id)
+    for _, market in held:
+        if env.time_ms - market.oracle_time_ms > params.oracle_stale_ms:
+            # The margin check below values positions at the oracle: a stale price could let
+            # collateral out that a fresh one would show is needed.
+            raise TxRejected(
+                Reject.ORACLE_STALE, f"market {market.symbol.decode()} has a stale oracle price"
+            )
     equity = equity_quote(account, held)
     if body.amount_quote > equity:
         raise TxRejected(
@@ -186,6 +197,10 @@ def apply_place_order(
             raise TxRejected(Reject.OFF_TICK, f"price {price} tick={market.tick_quote}")
     if body.kind != OrderKind.LIMIT and body.tif == TimeInForce.POST_ONLY:
         raise TxRejected(Reject.MALFORMED, "only limit orders can be post-only")
+    _check_band(body, market, conditional)
+    if body.reduce_only and body.kind == OrderKind.LIMIT and body.tif != TimeInForce.IOC:
+        # A reduce-only order never rests: the position it reduces can shrink under it.
+        raise TxRejected(Reject.REDUCE_ONLY_MUST_BE_IOC, f"tif={TimeInForce(body.tif).name}")
     if market.mode in (MarketMode.CANCEL_ONLY, MarketMode.HALTED) or (
         market.mode == MarketMode.POST_ONLY
         and not (body.kind == OrderKind.LIMIT and body.tif == TimeInForce.POST_ONLY)
@@ -199,7 +214,7 @@ def apply_place_order(
     may_rest = conditional or (body.kind == OrderKind.LIMIT and body.tif != TimeInForce.IOC)
     if may_rest and account.open_orders >= params.max_open_orders:
         raise TxRejected(Reject.TOO_MANY_ORDERS, f"open_orders={account.open_orders}")
-    if body.reduce_only:
+    if body.reduce_only and not conditional:
         position = get_position(view, account.account_id, market.market_id)
         size = 0 if position is None else position.size_atoms
         reducible = -size if body.side == Side.BUY else size
@@ -217,7 +232,7 @@ def apply_place_order(
         tif=TimeInForce.IOC if body.kind == OrderKind.MARKET else body.tif,
         price_quote=body.price_quote,
         size_atoms=body.size_atoms,
-        reduce_only=body.reduce_only,
+        reduce_only=1 if conditional else body.reduce_only,  # TP/SL only ever reduce
         trigger_price_quote=body.trigger_price_quote if conditional else 0,
         client_id=body.client_id,
     )
@@ -268,6 +283,30 @@ def apply_place_order(
     return events
 
 
+def band_quote(market: Market, reference_quote: int) -> tuple[int, int]:
+    """The lowest and highest price allowed around `reference_quote` (the oracle, or a
+    conditional order's trigger): reference x (1 -+ price_band_ppm), rounded inward."""
+    spread = reference_quote * market.price_band_ppm
+    return div_ceil(reference_quote * PPM - spread, PPM), (reference_quote * PPM + spread) // PPM
+
+
+def _check_band(body: PlaceOrder, market: Market, conditional: bool) -> None:
+    """A limit price lies within the band around the oracle; a conditional order's worst price
+    (0 = any) within the band around its trigger. A market order's worst price is clipped to
+    the band when it matches (node.core.trading), so it is not refused here."""
+    if body.price_quote > MAX_PRICE_QUOTE or body.trigger_price_quote > MAX_PRICE_QUOTE:
+        raise TxRejected(Reject.OUT_OF_RANGE, f"a price above {MAX_PRICE_QUOTE}")
+    if body.kind == OrderKind.MARKET or (conditional and body.price_quote == 0):
+        return
+    reference = body.trigger_price_quote if conditional else market.oracle_price_quote
+    low, high = band_quote(market, reference)
+    if not low <= body.price_quote <= high:
+        raise TxRejected(
+            Reject.PRICE_OUT_OF_BAND,
+            f"price_quote={body.price_quote} outside [{low}, {high}] around {reference}",
+        )
+
+
 def _owned_order(view: Overlay, account_id: bytes, order_id: int) -> tuple[bytes, Order]:
     found = get_order(view, order_id)
     if found is None or found[1].account_id != account_id:
@@ -286,8 +325,7 @@ def apply_cancel_order(
             raise TxRejected(Reject.UNKNOWN_ORDER, f"client_id={body.client_id}")
         order_id = int.from_bytes(raw, "big")
     where, order = _owned_order(view, signer, order_id)
-    market = get_market(view, order.market_id)
-    assert market is not None
+    market = existing_market(view, order.market_id)
     if market.mode == MarketMode.HALTED:
         raise TxRejected(Reject.MODE_FORBIDS, f"market {market.symbol.decode()} is HALTED")
     events: list[Event] = []
@@ -306,8 +344,7 @@ def apply_cancel_all(
         where, order = _owned_order(view, signer, order_id)
         if body.market_id and order.market_id != body.market_id:
             continue
-        market = get_market(view, order.market_id)
-        assert market is not None
+        market = existing_market(view, order.market_id)
         if market.mode != MarketMode.HALTED:
             remove_order(view, where, order, CancelReason.USER, events)
     return events
@@ -328,9 +365,16 @@ def apply_oracle_update(
             raise TxRejected(
                 Reject.ORACLE_STALE, f"time_ms={body.time_ms} <= {market.oracle_time_ms}"
             )
-        old = market.oracle_price_quote
+        if point.price_quote > MAX_PRICE_QUOTE:
+            raise TxRejected(Reject.OUT_OF_RANGE, f"price_quote={point.price_quote}")
+        # The cap holds per block, against the price at the block's start: several updates in
+        # one block cannot add up to more than one move.
+        start = view.base_load(keys.market(market.market_id), Market)
+        old = market.oracle_price_quote if start is None else start.oracle_price_quote
         if abs(point.price_quote - old) * PPM > old * params.oracle_max_jump_ppm:
-            raise TxRejected(Reject.ORACLE_JUMP, f"{old} -> {point.price_quote}")
+            raise TxRejected(
+                Reject.ORACLE_JUMP, f"{old} at the block's start -> {point.price_quote}"
+            )
         put_market(
             view, evolve(market, oracle_price_quote=point.price_quote, oracle_time_ms=body.time_ms)
         )
@@ -401,36 +445,69 @@ HANDLERS: dict[type[Any], Handler] = {
 
 
 def use_nonce(nonces: Nonces, nonce: int, window: int) -> Nonces:
-    """The signer's nonces with `nonce` used; BAD_NONCE for a replay or one too far ahead."""
+    """The signer's nonces with `nonce` used; BAD_NONCE for a replay or one too far ahead.
+
+    `used` has bit i for base + i (bit 0, the base, is never set once normalised); the stored
+    field drops that always-zero bit, so offsets up to 63 (a window of 64) fit int64."""
     offset = nonce - nonces.base_nonce
-    if offset < 0 or offset >= window or (nonces.used_bits >> offset) & 1:
+    used = nonces.used_bits << 1
+    if offset < 0 or offset >= window or (used >> offset) & 1:
         raise TxRejected(Reject.BAD_NONCE, f"nonce={nonce} base={nonces.base_nonce}")
-    bits = nonces.used_bits | (1 << offset)
+    used |= 1 << offset
     base = nonces.base_nonce
-    while bits & 1:
-        bits >>= 1
+    while used & 1:
+        used >>= 1
         base += 1
-    return Nonces(base_nonce=base, used_bits=bits)
+    return Nonces(base_nonce=base, used_bits=used >> 1)
 
 
 def apply_tx(
-    view: Overlay, tx: SignedTx, env: BlockEnv, params: ChainParams, *, verify_signatures: bool
+    view: Overlay,
+    tx: SignedTx,
+    env: BlockEnv,
+    params: ChainParams,
+    *,
+    verify_signatures: bool,
+    failures: list[tuple[bytes, str]] | None = None,
 ) -> Receipt:
-    """A rejected tx changes nothing; its receipt records the code."""
-    branch = view.branch()
+    """Apply one tx; its receipt records the code.
+
+    Two stages. The stateless checks, the signature and the nonce: a tx refused there changes
+    nothing (NONCE_UNUSED_CODES). Then the nonce is consumed and the body runs in a branch: a
+    body refused with a code, or one that raises anything but InvariantViolation (a bug or an
+    input nothing foresaw: TX_FAILED, described in `failures` for the node's log), changes
+    nothing else, and those signed bytes can never be applied again. InvariantViolation and
+    MemoryError propagate: the first is our state being wrong, the second is this machine's,
+    and neither may become a receipt another node would not write."""
     try:
         if verify_signatures:
             validate_tx(tx, params.chain_id)
-        put_nonces(
-            branch,
-            tx.signer,
-            use_nonce(get_nonces(branch, tx.signer), tx.nonce, params.nonce_window),
-        )
-        events = HANDLERS[type(tx.body)](branch, tx.body, tx.signer, env, params)
+        nonces = use_nonce(get_nonces(view, tx.signer), tx.nonce, params.nonce_window)
     except TxRejected as rejected:
         return Receipt(tx_hash=tx.tx_hash, code=rejected.code, events=())
+    put_nonces(view, tx.signer, nonces)
+    branch = view.branch()
+    try:
+        events = HANDLERS[type(tx.body)](branch, tx.body, tx.signer, env, params)
+        check_branch_fits(branch)
+    except TxRejected as rejected:
+        return Receipt(tx_hash=tx.tx_hash, code=rejected.code, events=())
+    except (InvariantViolation, MemoryError):
+        raise
+    except Exception as error:  # noqa: BLE001 - one tx's failure must not stop the chain
+        if failures is not None:
+            failures.append((tx.tx_hash, f"{type(error).__name__}: {error}"[:500]))
+        return Receipt(tx_hash=tx.tx_hash, code=Reject.TX_FAILED, events=())
     branch.merge_into(view)
     return Receipt(tx_hash=tx.tx_hash, code=0, events=tuple(events))
+
+
+def check_branch_fits(branch: Overlay) -> None:
+    """Every record a tx wrote fits its encoding (int64 fields): OUT_OF_RANGE otherwise, so an
+    overflow is this tx's rejection and never the block's failure to encode."""
+    for value in branch.pending_values():
+        if value is not None and type(value) is not bytes and not codec.fits(value):
+            raise TxRejected(Reject.OUT_OF_RANGE, f"{type(value).__name__} beyond int64")
 
 
 _CLOSED = (MarketMode.CANCEL_ONLY, MarketMode.HALTED)
@@ -452,12 +529,10 @@ def begin_block(view: Overlay, env: BlockEnv, params: ChainParams) -> list[Event
             # (CANCEL_ONLY after maintenance or a rollback, HALTED): no one can trade it.
             dt_ms, rate_ppm = 0, 0
         else:
-            bid = best_order(view, market.market_id, Side.BUY)
-            ask = best_order(view, market.market_id, Side.SELL)
             rate_ppm = clamp_rate_ppm(
                 premium_rate_ppm(
-                    None if bid is None else bid[1].price_quote,
-                    None if ask is None else ask[1].price_quote,
+                    impact_price_quote(view, market, Side.BUY),
+                    impact_price_quote(view, market, Side.SELL),
                     price,
                 ),
                 market.max_funding_rate_ppm,
@@ -544,22 +619,27 @@ def apply_block_steps(
         raise BlockInvalid(f"block of chain {env.chain_id!r} applied to {params.chain_id!r}")
     block_events = begin_block(view, env, params)
     receipts = []
+    failures: list[tuple[bytes, str]] = []
     for tx in txs:
-        receipts.append(apply_tx(view, tx, env, params, verify_signatures=verify_signatures))
+        receipts.append(
+            apply_tx(view, tx, env, params, verify_signatures=verify_signatures, failures=failures)
+        )
         yield None
     run_triggers(view, params, env.time_ms, block_events)
     yield None
     liquidations = run_liquidations(view, params, env.time_ms, block_events)
     yield None
     if invariants:
-        check_invariants(Overlay(reader), view, env, liquidations=liquidations, full=full_scan)
+        check_invariants(Overlay(reader), view, env, full=full_scan)
         yield None
     writes = []
     for position, pair in enumerate(view.iter_writes()):
         writes.append(pair)
         if position % ENCODE_STEP == ENCODE_STEP - 1:
             yield None
-    return BlockResult(tuple(writes), tuple(receipts), tuple(block_events), liquidations)
+    return BlockResult(
+        tuple(writes), tuple(receipts), tuple(block_events), liquidations, tuple(failures)
+    )
 
 
 def decode_block_txs(tx_bytes: Sequence[bytes]) -> list[SignedTx | Receipt]:
@@ -582,4 +662,4 @@ def apply_block_bytes(
     result = apply_block(reader, env, good, verify_signatures=verify_signatures)
     applied = iter(result.receipts)
     receipts = tuple(next(applied) if isinstance(item, SignedTx) else item for item in decoded)
-    return BlockResult(result.writes, receipts, result.events, result.liquidations)
+    return BlockResult(result.writes, receipts, result.events, result.liquidations, result.failures)

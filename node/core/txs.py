@@ -23,7 +23,7 @@ from node.core.crypto import (
     tagged_hash,
     verify_signature,
 )
-from node.core.errors import NotCanonical, Reject, TxRejected
+from node.core.errors import NotCanonical, OutOfRange, Reject, TxRejected
 from node.core.fixed import I64_MAX
 from node.core.records import MarketMode, OrderKind, Side, TimeInForce
 
@@ -208,11 +208,14 @@ def decode_tx(data: bytes) -> SignedTx:
     """Decode a signed tx; NotCanonical for anything malformed, oversize or non-canonical."""
     if type(data) is not bytes or len(data) > MAX_TX_BYTES:
         raise NotCanonical(f"a tx is bytes of at most {MAX_TX_BYTES}")
-    envelope = codec.decode(data, _Envelope, max_input=MAX_TX_BYTES)
-    body_type = BODY_TYPES.get(int(envelope.kind))
-    if body_type is None:
-        raise NotCanonical(f"unknown tx kind {envelope.kind}")
-    body = codec.decode(envelope.body, body_type, max_input=MAX_TX_BYTES)
+    try:
+        envelope = codec.decode(data, _Envelope, max_input=MAX_TX_BYTES)
+        body_type = BODY_TYPES.get(int(envelope.kind))
+        if body_type is None:
+            raise NotCanonical(f"unknown tx kind {envelope.kind}")
+        body = codec.decode(envelope.body, body_type, max_input=MAX_TX_BYTES)
+    except OutOfRange as error:  # e.g. a field of 2**63: malformed like any other bad byte
+        raise NotCanonical(f"field out of range: {error}") from None
     if len(envelope.signer) != 32 or len(envelope.signature) != 64:
         raise NotCanonical("signer is 32 bytes and signature 64")
     return SignedTx(

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Protocol, TypeVar
 
 from node.core import codec, keys
+from node.core.errors import InvariantViolation
 from node.core.records import (
     Account,
     AccountId,
@@ -152,7 +153,8 @@ class Overlay:
                 break
             overlay = overlay._parent
         root = overlay
-        assert root is not None
+        if root is None:
+            raise InvariantViolation("an overlay without a root")
         cached = root._cache.get(key, _MISSING)
         if cached is not _MISSING:
             return cached  # type: ignore[no-any-return]
@@ -242,6 +244,24 @@ class Overlay:
 
     def first(self, prefix: bytes, cls: type[R]) -> tuple[bytes, R] | None:
         return next(self.iter_records(prefix, cls), None)
+
+    def base_load(self, key: bytes, cls: type[R]) -> R | None:
+        """The record as it stood before the block (the root's base, ignoring every pending
+        write): the oracle cap per block compares against it."""
+        root = self
+        while root._parent is not None:
+            root = root._parent
+        cached = root._cache.get(key, _MISSING)
+        if cached is not _MISSING:
+            return cached  # type: ignore[no-any-return]
+        raw = root._base.get(key)
+        decoded = None if raw is None else codec.decode_state(raw, cls)
+        root._cache[key] = decoded
+        return decoded
+
+    def pending_values(self) -> Iterable[Any]:
+        """The values written in this layer (records, raw bytes, None for deleted)."""
+        return self._pending.values()
 
     # ---- writes
 

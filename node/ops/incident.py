@@ -339,7 +339,8 @@ def summarize_blocks(blocks: Iterable[tuple[Block, BlockReceipts]]) -> BlockSumm
                         )
                     )
                 elif kind == EventKind.DEPOSIT:
-                    assert position is not None, "a deposit is always a tx"
+                    if position is None:
+                        raise RuntimeError("a deposit is always a tx")
                     deposits.append(
                         DepositItem(
                             height=height,

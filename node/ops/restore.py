@@ -53,7 +53,8 @@ def startup_check(
         outcome = complete_recovery(
             store, genesis, producer=producer, operator=operator, time_ms=now_ms
         )
-        assert outcome is not None
+        if outcome is None:
+            raise RuntimeError("the interrupted rollback left nothing to complete")
         yield f"completed the interrupted rollback of fork {outcome.fork_id}"
     if store.height < 0:
         return

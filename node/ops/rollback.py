@@ -118,7 +118,8 @@ def plan_rollback(
             names = ", ".join(c.name for c in store.checkpoints()) or "none"
             raise RollbackError(f"no checkpoint {to_checkpoint!r} (checkpoints: {names})") from None
     else:
-        assert to_height is not None
+        if to_height is None:
+            raise RuntimeError("rollback needs a height or a checkpoint")
         target = to_height
     if not 0 <= target < store.height:
         raise RollbackError(f"height {target} is not below the head {store.height}")

@@ -30,6 +30,7 @@ from node.core.merkle import (
     VALUE_DOMAIN,
     encode_proof,
 )
+from node.store.errors import StoreCorrupted
 
 Node = Any  # None | leaf 4-tuple | internal 3-tuple (recursive types do not help mypy here)
 Change = tuple[int, bytes, bytes | None]  # (key hash int, key hash, new value hash or None)
@@ -49,7 +50,8 @@ def root_hash(node: Node) -> bytes:
 
 def _leaf(change: Change) -> Node:
     kh_int, kh, vh = change
-    assert vh is not None
+    if vh is None:
+        raise StoreCorrupted("a leaf change without a value hash")
     return (_sha256(LEAF_DOMAIN + kh + vh).digest(), kh_int, kh, vh)
 
 

@@ -306,7 +306,8 @@ class VersionedStore:
         if height == self._height:
             return self._root
         recorded = self._recorded_root(height)
-        assert recorded is not None
+        if recorded is None:
+            raise StoreCorrupted("no recorded root for a retained height")
         return recorded
 
     def _recorded_root(self, height: int) -> bytes | None:
@@ -679,7 +680,8 @@ class VersionedStore:
             previous = key
             change = tree.make_change(key, value)
             vh = change[2]
-            assert vh is not None
+            if vh is None:
+                raise StoreCorrupted("a flat write without a value hash")
             ops.append((schema.FLAT + key, value))
             ops.append((schema.versioned_key(key, height), b"\x01" + vh[:8] + value))
             if len(ops) >= 2 * IMPORT_PAIRS_PER_BATCH:
@@ -830,7 +832,8 @@ class VersionedStore:
             self._root_node, sorted(tree.make_change(k, v) for k, v in undone.items())
         )
         expected = self._recorded_root(height)
-        assert expected is not None
+        if expected is None:
+            raise StoreCorrupted(f"no recorded root at height {height}")
         repaired: tuple[bytes, ...] = ()
         for cache in (self._recent, self._rebuilt):
             for stale in [h for h in cache if h > height]:
@@ -1121,7 +1124,8 @@ class VersionedStore:
         node = tree.build_from_pairs(self._iter_flat(b""))
         if self._height >= 0:
             recorded = self._recorded_root(self._height)
-            assert recorded is not None
+            if recorded is None:
+                raise StoreCorrupted("no recorded root for a retained height")
             self._check_root(node, self._height, recorded, "after repair from history")
             self._root = recorded
         self._root_node = node

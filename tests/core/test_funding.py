@@ -36,8 +36,10 @@ def test_index_advance_is_rate_times_price_times_dt_over_period() -> None:
 
 
 def test_premium_and_clamp() -> None:
-    assert premium_rate_ppm(60_100 * USD, 60_200 * USD, 60_000 * USD) == 2500
-    assert premium_rate_ppm(59_900 * USD, 60_000 * USD, 60_000 * USD) == -833
+    # Impact bid above the oracle: (60,100 - 60,000) / 60,000; the ask's side adds nothing.
+    assert premium_rate_ppm(60_100 * USD, 60_200 * USD, 60_000 * USD) == 1666
+    assert premium_rate_ppm(59_900 * USD, 59_950 * USD, 60_000 * USD) == -833
+    assert premium_rate_ppm(59_900 * USD, 60_100 * USD, 60_000 * USD) == 0  # oracle inside
     assert premium_rate_ppm(None, 60_000 * USD, 60_000 * USD) == 0
     assert clamp_rate_ppm(2500, 1000) == 1000 and clamp_rate_ppm(-2500, 1000) == -1000
 
@@ -56,12 +58,12 @@ def test_tick_settles_lazily_and_the_residue_stays_in_insurance() -> None:
     chain = Chain()
     a, b, mm = chain.trader(0), chain.trader(1), chain.trader(2)
     # a long 0.003 BTC from b at 60,000; a two-sided book above the oracle makes the premium
-    # positive (2,500 ppm, clamped to the 1,000 ppm cap).
+    # positive (impact bid 100 over the oracle: 1,666 ppm, clamped to the 1,000 ppm cap).
     chain.block(
         chain.order(b, Side.SELL, 300_000, 60_000 * USD),
         chain.order(a, Side.BUY, 300_000, 60_000 * USD),
-        chain.order(mm, Side.BUY, UNIT // 1000, 60_100 * USD),
-        chain.order(mm, Side.SELL, UNIT // 1000, 60_200 * USD),
+        chain.order(mm, Side.BUY, UNIT // 5, 60_100 * USD),  # 0.2 BTC: past the impact notional
+        chain.order(mm, Side.SELL, UNIT // 5, 60_200 * USD),
         dt_ms=59_500,
     )
     before_a, before_b = chain.account(a).collateral_quote, chain.account(b).collateral_quote
@@ -101,8 +103,8 @@ def test_a_market_closed_to_trading_accrues_nothing_and_resumes_when_reopened() 
     a, b = chain.trader(0), chain.trader(1)
     operator = chain.key("devnet/operator")
     chain.block(
-        chain.order(a, Side.BUY, UNIT // 1000, 60_100 * USD),
-        chain.order(b, Side.SELL, UNIT // 1000, 60_200 * USD),
+        chain.order(a, Side.BUY, UNIT // 5, 60_100 * USD),
+        chain.order(b, Side.SELL, UNIT // 5, 60_200 * USD),
         chain.sign(SetMarketMode, operator, market_id=BTC, mode=MarketMode.CANCEL_ONLY),
         dt_ms=1_000,
     )

@@ -82,32 +82,6 @@ def test_block_time_must_increase() -> None:
         apply_block(chain.state, env, [])
 
 
-def test_liquidation_storm_without_price_move_trips_the_breaker() -> None:
-    from tests.core.harness import devnet_doc
-
-    chain = Chain(devnet_doc(breaker_liquidations=0))
-    a, b = chain.trader(0), chain.trader(1)
-    chain.block(
-        chain.order(b, Side.SELL, 320 * UNIT, 60_000 * USD),
-        chain.order(a, Side.BUY, 320 * UNIT, 60_000 * USD),
-    )
-    # The maintenance margin is raised (no price move): a is liquidated, the breaker trips.
-    from node.core.txs import SetMarketParams
-
-    op = chain.key("devnet/operator")
-    with pytest.raises(InvariantViolation, match=r"breaker: 2 liquidations .* move 0 ppm"):
-        chain.block(
-            chain.sign(
-                SetMarketParams,
-                op,
-                market_id=BTC,
-                initial_margin_ppm=200_000,
-                maintenance_margin_ppm=100_000,
-                max_funding_rate_ppm=1000,
-            )
-        )
-
-
 def _next_block_scan(chain: Chain, *, full_scan: bool) -> None:
     env = BlockEnv(chain_id=chain.chain_id, height=chain.height + 1, time_ms=chain.time_ms + 1000)
     apply_block(chain.state, env, [], full_scan=full_scan)

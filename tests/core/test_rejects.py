@@ -1,5 +1,5 @@
-"""Every reject path: the exact code, and nothing written (the tx's overlay is empty, so the
-state root cannot change). Malformed bytes never decode."""
+"""Every reject path: the exact code, and nothing written but the signer's nonce (consumed once
+the signature and nonce checks passed). Malformed bytes never decode."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from node.core import keys
 from node.core.blocks import BlockEnv
 from node.core.crypto import SigningKey
-from node.core.errors import NotCanonical, Reject
+from node.core.errors import NONCE_UNUSED_CODES, NotCanonical, Reject
 from node.core.records import MarketMode, OrderKind
 from node.core.transition import apply_block_bytes, apply_tx
 from node.core.txs import (
@@ -46,10 +47,17 @@ def _chain() -> Chain:
 
 
 def _try(chain: Chain, tx: SignedTx) -> tuple[int, tuple[object, ...]]:
+    """The receipt's code and what the tx wrote besides its signer's nonce. The nonce is
+    written exactly when the tx got past its signature and nonce checks (a rejected body still
+    consumes it: those signed bytes can never be replayed)."""
     view = Overlay(chain.state)
     env = BlockEnv(chain_id=chain.chain_id, height=chain.height + 1, time_ms=chain.time_ms + 1)
     receipt = apply_tx(view, tx, env, get_params(view), verify_signatures=True)
-    return receipt.code, view.writes()
+    writes = view.writes()
+    nonce_key = keys.nonces(tx.signer)
+    consumed = any(key == nonce_key for key, _ in writes)
+    assert consumed == (receipt.code not in NONCE_UNUSED_CODES), (receipt.code, consumed)
+    return receipt.code, tuple(w for w in writes if w[0] != nonce_key)
 
 
 def _resign(tx: SignedTx, key: SigningKey, chain_id: bytes) -> SignedTx:
@@ -129,7 +137,41 @@ CASES: dict[str, tuple[Reject, Callable[[Chain], SignedTx]]] = {
     ),
     "reduce-only growing": (
         Reject.REDUCE_ONLY_WOULD_GROW,
-        lambda c: c.order(c.trader(2), Side.BUY, UNIT, PRICE, reduce_only=1),
+        lambda c: c.order(c.trader(2), Side.BUY, UNIT, PRICE, reduce_only=1, tif=TimeInForce.IOC),
+    ),
+    "reduce-only resting": (
+        Reject.REDUCE_ONLY_MUST_BE_IOC,
+        lambda c: c.order(c.trader(0), Side.BUY, UNIT, PRICE, reduce_only=1),
+    ),
+    "reduce-only post-only": (
+        Reject.REDUCE_ONLY_MUST_BE_IOC,
+        lambda c: c.order(
+            c.trader(0), Side.BUY, UNIT, PRICE, reduce_only=1, tif=TimeInForce.POST_ONLY
+        ),
+    ),
+    "limit above the band": (
+        Reject.PRICE_OUT_OF_BAND,
+        lambda c: c.order(c.trader(2), Side.BUY, UNIT, PRICE * 11 // 10 + USD),
+    ),
+    "limit below the band": (
+        Reject.PRICE_OUT_OF_BAND,
+        lambda c: c.order(c.trader(2), Side.SELL, UNIT, PRICE * 9 // 10 - USD),
+    ),
+    "stop-loss worst price outside the band around its trigger": (
+        Reject.PRICE_OUT_OF_BAND,
+        lambda c: c.order(
+            c.trader(0),
+            Side.SELL,
+            UNIT,
+            USD,
+            kind=OrderKind.STOP_LOSS,
+            tif=TimeInForce.IOC,
+            trigger_price_quote=50_000 * USD,
+        ),
+    ),
+    "price beyond the maximum": (
+        Reject.OUT_OF_RANGE,
+        lambda c: c.order(c.trader(2), Side.BUY, UNIT, 10**15 + USD),
     ),
     "duplicate client id": (
         Reject.DUPLICATE_CLIENT_ID,

@@ -91,13 +91,20 @@ def extend_chain(
 
         flow.nonces = [get_nonces(Overlay(store), k.public_key).base_nonce for k in flow.keys]
         oracle_nonce = get_nonces(Overlay(store), oracle_key.public_key).base_nonce
+        maker = SigningKey.from_label("devnet/trader/9")
+        maker_nonce = get_nonces(Overlay(store), maker.public_key).base_nonce
         for _ in range(blocks):
             txs = flow.orders(txs_per_block)
+            if oracle and maker_nonce == 0:
+                # A deep bid below the flow's asks (59,980 and up) and above the oracle: the
+                # impact bid stays over the oracle, so every funding tick accrues.
+                txs.insert(0, sign_tx(_maker_bid(), maker, CHAIN_ID))
+                maker_nonce = 1
             env = BlockEnv(
                 chain_id=CHAIN_ID, height=parent.height + 1, time_ms=parent.time_ms + block_ms
             )
             if oracle:
-                price = (60_000 + flow.rng.randint(-30, 30)) * USD
+                price = (59_940 + flow.rng.randint(-30, 30)) * USD  # under the maker's bid
                 update = OracleUpdate(
                     nonce=oracle_nonce,
                     time_ms=env.time_ms - 1,
@@ -107,6 +114,21 @@ def extend_chain(
                 oracle_nonce += 1
             parent = commit_txs(store, key, parent, txs, env.time_ms, invariants=invariants)
         return store.height
+
+
+def _maker_bid() -> PlaceOrder:
+    return PlaceOrder(
+        nonce=0,
+        market_id=1,
+        side=Side.BUY,
+        kind=OrderKind.LIMIT,
+        tif=TimeInForce.GTC,
+        price_quote=59_975 * USD,
+        size_atoms=UNIT,
+        reduce_only=0,
+        trigger_price_quote=0,
+        client_id=1,
+    )
 
 
 def commit_txs(

@@ -21,7 +21,7 @@ from node.core import codec, keys, queries
 from node.core.blocks import BlockEnv, BlockHeader, BlockReceipts, decode_receipts
 from node.core.records import EventKind, OrderKind, Side, TimeInForce, evolve
 from node.core.transition import apply_block
-from node.core.txs import SignedTx, Withdraw
+from node.core.txs import CancelOrder, SignedTx, Withdraw
 from node.core.view import Overlay, get_market
 from node.ops.incident import (
     CSV_COLUMNS,
@@ -69,6 +69,9 @@ def _equity(reader: Any, account: bytes) -> int:
     return 0 if summary is None else int(summary["equity_quote"])
 
 
+IMPACT_BID = 9_001  # trader 6's client id for the bid that makes the premium positive
+
+
 def _produce(home: pathlib.Path) -> tuple[Scenario, SignedTx, bytes]:
     """Heights 1..6 on a new home: (the run, the deposit tx, the leveraged account)."""
     run = Scenario(home)
@@ -77,19 +80,27 @@ def _produce(home: pathlib.Path) -> tuple[Scenario, SignedTx, bytes]:
     trader = c.trader
     leveraged = Chain.key("test/leveraged")
     ioc: dict[str, Any] = {"kind": OrderKind.LIMIT, "tif": TimeInForce.IOC}
-    # 1: a fill (trader 3 buys 2 BTC from trader 2), then a book whose mid is above the oracle.
+    # 1: a fill (trader 3 buys 2 BTC from trader 2), then a book whose impact bid (for the
+    # market's 10,000 USD impact notional) is above the oracle.
     run.block(
         c.order(trader(2), Side.SELL, 2 * UNIT, 60_000 * USD),
         c.order(trader(3), Side.BUY, 2 * UNIT, 60_000 * USD),
         c.order(trader(4), Side.BUY, 2 * UNIT, 59_900 * USD),
-        c.order(trader(5), Side.SELL, UNIT // 10, 60_800 * USD),
+        c.order(trader(5), Side.SELL, UNIT // 5, 60_800 * USD),
+        c.order(trader(6), Side.BUY, UNIT // 5, 60_100 * USD, client_id=IMPACT_BID),
         at_ms=t0 + 1_000,
     )
     run.block(c.oracle({BTC: 60_000 * USD}, t0 + 2_000), at_ms=t0 + 2_000)
     assert run.head.height == RESTORE
-    # 3: a funding tick (the book's mid is above the oracle: longs pay), a deposit.
+    # 3: a funding tick (the impact bid, trader 6's 0.2 BTC at 60,100, is above the oracle:
+    # longs pay), then trader 6 cancels that bid; a deposit.
     deposit = c.deposit(leveraged.public_key, 10_000 * USD, 77)
-    run.block(c.oracle({BTC: 60_000 * USD}, t0 + 60_500), deposit, at_ms=t0 + 60_500)
+    run.block(
+        c.oracle({BTC: 60_000 * USD}, t0 + 60_500),
+        deposit,
+        c.sign(CancelOrder, trader(6), order_id=0, client_id=IMPACT_BID),
+        at_ms=t0 + 60_500,
+    )
     # 4: the new account buys 3 BTC at 18x; trader 3 sells 1 BTC into trader 4's bid (funding
     # settles on that touch).
     fill4 = run.block(
@@ -256,7 +267,11 @@ def test_summary_lists_the_deposit_with_its_raw_tx(incident: Any) -> None:
         77,
     )
     assert summary.blocks == incident["head"] - RESTORE
-    assert (summary.txs, summary.txs_applied, summary.txs_rejected) == (8, 7, 1)
+    assert (summary.txs, summary.txs_applied, summary.txs_rejected) == (
+        9,
+        8,
+        1,
+    )  # the cancel of the impact bid too
     assert len(summary.fills) == 2
     assert [(w.account, w.amount_quote) for w in summary.withdrawals] == [
         (Chain.key("devnet/trader/6").public_key, 1_000 * USD)

@@ -48,7 +48,7 @@ class Stats:
 
 
 def sim_genesis(accounts: int) -> tuple[dict[str, object], list[SigningKey]]:
-    doc = devnet_doc(breaker_liquidations=10_000)
+    doc = devnet_doc(breaker_notional_quote=10**18)
     keys = [SigningKey(hashlib.sha256(b"sim/%d" % i).digest()) for i in range(accounts)]
     doc["accounts"] = [
         {
