@@ -3,6 +3,9 @@ cases at the top of the tree."""
 
 from __future__ import annotations
 
+import time
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,3 +23,57 @@ def test_parallel_root_is_the_reference_root(pairs: dict[bytes, bytes]) -> None:
 def test_large_state_takes_the_parallel_path() -> None:
     items = [(b"key%06d" % i, b"v%d" % i) for i in range(30_000)]
     assert parallel.state_root(items) == merkle.reference_root(items)
+
+
+def _hung_half(khs: list[bytes], values: list[bytes]) -> tuple[bytes, int]:
+    """A worker that never answers (runs in the spawned worker process)."""
+    time.sleep(600)
+    raise AssertionError("unreachable")
+
+
+def _failing_half(khs: list[bytes], values: list[bytes]) -> tuple[bytes, int]:
+    raise RuntimeError("worker failed")
+
+
+def _wrong_half(khs: list[bytes], values: list[bytes]) -> tuple[bytes, int]:
+    return b"\x00" * 32, len(khs) + 1
+
+
+def test_a_hung_worker_times_out_and_the_parent_computes_its_half(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 20 §6: the wait for the worker is bounded; past it the root is still right, the
+    stuck worker is terminated and the next call starts a fresh pool that works."""
+    items = [(b"key%04d" % i, b"v%d" % i) for i in range(2_000)]
+    monkeypatch.setattr(parallel, "_worker_half", _hung_half)
+    started = time.monotonic()
+    assert parallel.state_root(items, min_keys=0, timeout_s=1.0) == merkle.reference_root(items)
+    assert time.monotonic() - started < 30
+    assert parallel._pool is None  # the hung worker's pool was terminated
+    monkeypatch.setattr(parallel, "_worker_half", parallel._half_root)
+    assert parallel.state_root(items, min_keys=0) == merkle.reference_root(items)
+    assert parallel._pool is not None
+
+
+@pytest.mark.parametrize("worker", [_failing_half, _wrong_half])
+def test_a_failing_or_wrong_worker_falls_back_to_in_process(
+    monkeypatch: pytest.MonkeyPatch, worker: object
+) -> None:
+    items = [(b"key%04d" % i, b"v%d" % i) for i in range(500)]
+    monkeypatch.setattr(parallel, "_worker_half", worker)
+    assert parallel.state_root(items, min_keys=0) == merkle.reference_root(items)
+
+
+def test_no_pool_falls_back_to_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_processes() -> None:
+        raise OSError("cannot start a process")
+
+    monkeypatch.setattr(parallel, "start_pool", no_processes)
+    items = [(b"key%04d" % i, b"v%d" % i) for i in range(500)]
+    assert parallel.state_root(items, min_keys=0) == merkle.reference_root(items)
+
+
+def test_the_worker_is_spawned_not_forked() -> None:
+    """A forked child of the threaded node could deadlock on a lock another thread held."""
+    pool = parallel.start_pool()
+    assert pool._ctx.get_start_method() == "spawn"  # type: ignore[attr-defined]
