@@ -70,7 +70,7 @@ async def test_tx_and_query_commands_against_a_running_node(
         async def go(*argv: str) -> tuple[int, str, str]:
             return await trio.to_thread.run_sync(lambda: run(*argv))
 
-        common = ("--key", "devnet/trader/15", "--market", "1", "--size", "100000")
+        common = ("--key", "devnet/trader/15", "--market", "BTC-USD-PERP", "--size", "100000")
         code, out, _ = await go("tx", "order", *common, "--side", "sell", "--price", "61000000000")
         assert code == 0 and json.loads(out)["status"] == "committed"
         code, out, _ = await go("query", "account", "devnet/trader/15")
@@ -84,6 +84,20 @@ async def test_tx_and_query_commands_against_a_running_node(
         # a rejected tx: exit 1 with its receipt (off-tick price)
         code, out, _ = await go("tx", "order", *common, "--side", "buy", "--price", "1")
         assert code == 1 and json.loads(out)["code_name"] == "OFF_TICK"
+        # cancel-all with no market cancels in every market (market_id 0), a symbol names one
+        eth = ("--key", "devnet/trader/15", "--market", "ETH-USD-PERP", "--size", "1000000")
+        for argv in (common, eth):
+            price = "61000000000" if argv is common else "3100000000"
+            code, out, _ = await go("tx", "order", *argv, "--side", "sell", "--price", price)
+            assert code == 0 and json.loads(out)["status"] == "committed"
+        code, out, _ = await go("query", "account", "devnet/trader/15")
+        assert sorted(o["market_id"] for o in json.loads(out)["open_orders"]) == ["1", "2"]
+        code, out, _ = await go("tx", "cancel-all", "--key", "devnet/trader/15")
+        assert code == 0 and json.loads(out)["status"] == "committed"
+        code, out, _ = await go("query", "account", "devnet/trader/15")
+        assert json.loads(out)["open_orders"] == []
+        code, _, err = await go("tx", "cancel-all", "--key", "devnet/trader/15", "--market", "X")
+        assert code == 1 and err.startswith("perpchain: RPC error 2003")
         code, out, _ = await go("query", "block", "1")
         assert code == 0 and json.loads(out)["header"]["height"] == "1"
         code, _, err = await go("query", "market", "NOPE-PERP")

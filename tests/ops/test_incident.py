@@ -384,11 +384,13 @@ def test_cli_forks_and_report(
         assert "fork 1" in out and "funding index corrupted" in out
         json_path, csv_path = tmp_path / "r.json", tmp_path / "r.csv"
         argv = ["report", "compensation", "--home", home, "--fork", "1"]
-        assert main([*argv, "--json", str(json_path), "--csv", str(csv_path)]) == 0
+        assert main([*argv, "--json-out", str(json_path), "--csv", str(csv_path)]) == 0
         out = capsys.readouterr().out
         assert report.report_hash in out
         assert json.loads(json_path.read_text()) == report.to_json()
         assert csv_path.read_text() == report.to_csv()
+        assert main([*argv, "--json"]) == 0  # --json: the document on stdout, as everywhere
+        assert json.loads(capsys.readouterr().out) == report.to_json()
         assert main([*argv, "--revalued"]) == 0
         assert Chain.key("devnet/trader/2").public_key.hex() in capsys.readouterr().out
         assert main([*argv[:-1], "5"]) == 1
