@@ -133,24 +133,27 @@ def _converter(tp: Any, owner: type) -> tuple[_ToWire, _FromWire]:
     raise TypeError(f"{owner.__name__}: field type {tp!r} cannot be encoded")
 
 
-_INT_FIELDS: dict[type, tuple[str, ...]] = {}
+_FITS: dict[type, Callable[[Any], bool]] = {}
 
 
 def fits(record: Any) -> bool:
     """True when every int field of `record` (a flat record) fits int64: the cheap check that
     `encode` will not raise OutOfRange for it (tuple and nested fields are not walked; the
-    records with arithmetic in them have none)."""
-    cls = type(record)
-    names = _INT_FIELDS.get(cls)
-    if names is None:
-        hints = typing.get_type_hints(cls)
-        names = _INT_FIELDS[cls] = tuple(
-            f.name for f in dataclasses.fields(cls) if _is_int_type(hints[f.name])
-        )
-    for name in names:
-        if not I64_MIN <= getattr(record, name) <= I64_MAX:
-            return False
-    return True
+    records with arithmetic in them have none). One generated comparison chain per class:
+    this runs on every record every tx writes."""
+    check = _FITS.get(type(record))
+    if check is None:
+        check = _FITS[type(record)] = _make_fits(type(record))
+    return check(record)
+
+
+def _make_fits(cls: type) -> Callable[[Any], bool]:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if _is_int_type(hints[f.name])]
+    body = " and ".join(f"_LO <= r.{name} <= _HI" for name in names) or "True"
+    namespace: dict[str, Any] = {"_LO": I64_MIN, "_HI": I64_MAX}
+    exec(f"def fits(r):\n    return {body}", namespace)  # noqa: S102 - from the class's fields
+    return namespace["fits"]  # type: ignore[no-any-return]
 
 
 def _is_int_type(tp: Any) -> bool:

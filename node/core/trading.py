@@ -20,7 +20,7 @@ from __future__ import annotations
 from itertools import islice
 
 from node.core import keys
-from node.core.errors import Reject, TxRejected, invariant
+from node.core.errors import InvariantViolation, Reject, TxRejected
 from node.core.fixed import PPM, SIZE_SCALE, div_ceil, div_floor, div_trunc, mul_ppm
 from node.core.funding import funding_payment_quote
 from node.core.margin import (
@@ -70,14 +70,16 @@ def existing_account(view: Overlay, account_id: bytes) -> Account:
     """An account the state must hold (an order's or a position's owner): its absence is a
     broken invariant, never a user's mistake."""
     account = get_account(view, account_id)
-    invariant(account is not None, f"account {account_id.hex()[:16]} is referenced but missing")
-    return account  # type: ignore[return-value]
+    if account is None:  # not invariant(): its message would be formatted on every call
+        raise InvariantViolation(f"account {account_id.hex()[:16]} is referenced but missing")
+    return account
 
 
 def existing_market(view: Overlay, market_id: int) -> Market:
     market = get_market(view, market_id)
-    invariant(market is not None, f"market {market_id} is referenced but missing")
-    return market  # type: ignore[return-value]
+    if market is None:
+        raise InvariantViolation(f"market {market_id} is referenced but missing")
+    return market
 
 
 def holdings(view: Overlay, account_id: AccountId) -> list[tuple[Position, Market]]:
@@ -88,11 +90,11 @@ def holdings(view: Overlay, account_id: AccountId) -> list[tuple[Position, Marke
     for market_id in account.markets:
         position = get_position(view, account_id, MarketId(market_id))
         market = get_market(view, market_id)
-        invariant(
-            position is not None and market is not None,
-            f"account {account_id.hex()[:16]} lists market {market_id} without a position",
-        )
-        out.append((position, market))  # type: ignore[arg-type]
+        if position is None or market is None:
+            raise InvariantViolation(
+                f"account {account_id.hex()[:16]} lists market {market_id} without a position"
+            )
+        out.append((position, market))
     return out
 
 

@@ -1,6 +1,6 @@
-"""Incident tooling: what a run of blocks did (`summarize_blocks`, for `rollback --dry-run`) and
-the compensation report of a rollback (`compensation_report`, for `report compensation`).
-Imports node.core and node.store; pure over the store (reads only, writes nothing).
+"""The compensation report of a rollback (`compensation_report`, for `report compensation`),
+over the summary of the reverted blocks (node.ops.summary, whose names are re-exported here).
+Imports node.core, node.store and node.ops.summary; pure over the store (reads only).
 
 A rollback (`VersionedStore.rollback_to`) archives the reverted heights under a fork id: their
 block and receipts records, and each height's diff, which holds the *previous* value of every
@@ -35,7 +35,7 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,14 +44,11 @@ from node.core.blocks import (
     Block,
     BlockEnv,
     BlockReceipts,
-    decode_block,
-    decode_receipts,
     header_hash,
 )
 from node.core.errors import BlockInvalid, InvariantViolation
 from node.core.funding import funding_payment_quote
 from node.core.margin import equity_quote, position_value_quote
-from node.core.records import Event, EventKind
 from node.core.transition import apply_block_bytes
 from node.core.view import (
     MemoryState,
@@ -60,6 +57,26 @@ from node.core.view import (
     get_account,
     get_market,
     iter_positions,
+)
+from node.ops.summary import (
+    BlockSummary,
+    Deleveraging,
+    DepositItem,
+    FillItem,
+    FundingSettlement,
+    FundingTickItem,
+    IncidentError,
+    LiquidatedPosition,
+    Liquidation,
+    WithdrawalItem,
+    fork_blocks,
+    format_sizes,
+    get_fork,
+    liquidation_json,
+    record_json,
+    sizes_by_market,
+    store_blocks,
+    summarize_blocks,
 )
 from node.store import VersionedStore, blocks_db, schema
 from node.store.versioned import Fork
@@ -81,362 +98,8 @@ CSV_COLUMNS = (
     "withdrawals_quote",
     "unrealized_restored_quote",
     "unrealized_reverted_quote",
+    "deleveraged_quote",
 )
-
-
-class IncidentError(ValueError):
-    """The report cannot be made as asked (unknown fork, missing archive, replay mismatch)."""
-
-
-# ---------------------------------------------------------------------- block summary
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FillItem:
-    height: int
-    market_id: int
-    taker: bytes
-    maker: bytes
-    size_atoms: int  # signed from the taker's side: + bought
-    price_quote: int
-    taker_fee_quote: int
-    maker_fee_quote: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LiquidatedPosition:
-    market_id: int
-    size_atoms: int  # signed, the account's side of the position that was closed
-    price_quote: int  # the oracle price it was taken over at
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Liquidation:
-    """One liquidation of one account: every position it held, then one penalty."""
-
-    height: int
-    account: bytes
-    liquidator: bytes
-    positions: tuple[LiquidatedPosition, ...]
-    penalty_quote: int
-    insurance_cover_quote: int
-
-    @property
-    def size_atoms(self) -> int:
-        """Sum of |size| closed, over markets (atoms of each market's base unit)."""
-        return sum(abs(p.size_atoms) for p in self.positions)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DepositItem:
-    """A bridge deposit applied in the blocks; `raw_tx` is the exact signed tx, so a rollback
-    can re-submit it (its deposit id is free again once the block is reverted)."""
-
-    height: int
-    tx_index: int
-    tx_hash: bytes
-    account: bytes
-    amount_quote: int
-    deposit_id: int
-    raw_tx: bytes
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WithdrawalItem:
-    height: int
-    tx_hash: bytes
-    account: bytes
-    amount_quote: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FundingTickItem:
-    height: int
-    market_id: int
-    seq: int
-    rate_ppm: int
-    index_quote: int  # the market's funding index after the tick
-    price_quote: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FundingSettlement:
-    height: int
-    market_id: int
-    account: bytes
-    size_atoms: int
-    amount_quote: int  # paid to the holder (negative: paid by the holder)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BlockSummary:
-    first_height: int | None  # None when no blocks were given
-    last_height: int | None
-    blocks: int
-    txs: int
-    txs_applied: int
-    txs_rejected: int
-    fills: tuple[FillItem, ...]
-    liquidations: tuple[Liquidation, ...]
-    deposits: tuple[DepositItem, ...]
-    withdrawals: tuple[WithdrawalItem, ...]
-    funding_ticks: tuple[FundingTickItem, ...]
-    funding_settlements: tuple[FundingSettlement, ...]
-    accounts_touched: tuple[bytes, ...]  # sorted: every account or counterparty of an event
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "first_height": _opt(self.first_height),
-            "last_height": _opt(self.last_height),
-            "blocks": str(self.blocks),
-            "txs": str(self.txs),
-            "txs_applied": str(self.txs_applied),
-            "txs_rejected": str(self.txs_rejected),
-            "fills": [_record_json(item) for item in self.fills],
-            "liquidations": [_liquidation_json(item) for item in self.liquidations],
-            "deposits": [_record_json(item) for item in self.deposits],
-            "withdrawals": [_record_json(item) for item in self.withdrawals],
-            "funding_ticks": [_record_json(item) for item in self.funding_ticks],
-            "funding_settlements": [_record_json(item) for item in self.funding_settlements],
-            "accounts_touched": [account.hex() for account in self.accounts_touched],
-        }
-
-    def text(self) -> str:
-        span = (
-            "no blocks"
-            if self.first_height is None
-            else f"heights {self.first_height}..{self.last_height} ({self.blocks} blocks)"
-        )
-        lines = [
-            f"{span}: {self.txs} txs ({self.txs_applied} applied, {self.txs_rejected} rejected), "
-            f"{len(self.fills)} fills, {len(self.liquidations)} liquidations, "
-            f"{len(self.deposits)} deposits, {len(self.withdrawals)} withdrawals, "
-            f"{len(self.funding_ticks)} funding ticks, "
-            f"{len(self.accounts_touched)} accounts touched"
-        ]
-        for item in self.deposits:
-            lines.append(
-                f"  deposit height={item.height} account={item.account.hex()} "
-                f"amount_quote={item.amount_quote} deposit_id={item.deposit_id} "
-                f"tx={item.tx_hash.hex()}"
-            )
-        for out in self.withdrawals:
-            lines.append(
-                f"  withdrawal height={out.height} account={out.account.hex()} "
-                f"amount_quote={out.amount_quote} tx={out.tx_hash.hex()}"
-            )
-        for liq in self.liquidations:
-            lines.append(
-                f"  liquidation height={liq.height} account={liq.account.hex()} "
-                f"positions={len(liq.positions)} penalty_quote={liq.penalty_quote}"
-            )
-        return "\n".join(lines)
-
-
-def _opt(value: int | None) -> str | None:
-    return None if value is None else str(value)
-
-
-def _json_value(value: Any) -> Any:
-    """Canonical JSON values: integers as decimal strings, bytes as hex."""
-    if isinstance(value, bool):
-        raise TypeError("no booleans in a report")
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, (tuple, list)):
-        return [_json_value(item) for item in value]
-    if hasattr(value, "__slots__"):
-        return _record_json(value)
-    if value is None or isinstance(value, str):
-        return value
-    raise TypeError(f"{type(value).__name__} has no report JSON form")
-
-
-def _record_json(record: Any) -> dict[str, Any]:
-    return {name: _json_value(getattr(record, name)) for name in record.__slots__}
-
-
-def _liquidation_json(item: Liquidation) -> dict[str, Any]:
-    out = _record_json(item)
-    out["size_atoms"] = str(item.size_atoms)
-    return out
-
-
-def summarize_blocks(blocks: Iterable[tuple[Block, BlockReceipts]]) -> BlockSummary:
-    """Counts and lists of what the blocks did, in block, tx and event order.
-
-    Fills are FILL events (matching and triggered orders; a liquidation's takeover is listed
-    under its Liquidation, not as a fill). A Liquidation gathers the account's per-position
-    LIQUIDATION events (counterparty = liquidator) and ends at its penalty event (no
-    counterparty: amount = penalty, extra = insurance cover)."""
-    first: int | None = None
-    last: int | None = None
-    count = txs = applied = 0
-    fills: list[FillItem] = []
-    liquidations: list[Liquidation] = []
-    deposits: list[DepositItem] = []
-    withdrawals: list[WithdrawalItem] = []
-    ticks: list[FundingTickItem] = []
-    settlements: list[FundingSettlement] = []
-    touched: set[bytes] = set()
-    for block, receipts in blocks:
-        height = block.header.height
-        first = height if first is None else first
-        last = height
-        count += 1
-        if len(receipts.receipts) != len(block.txs):
-            raise IncidentError(
-                f"height {height}: {len(block.txs)} txs but {len(receipts.receipts)} receipts"
-            )
-        txs += len(block.txs)
-        streams: list[tuple[tuple[Event, ...], int | None, bytes, bytes]] = []
-        for index, (raw, receipt) in enumerate(zip(block.txs, receipts.receipts, strict=True)):
-            if receipt.code == 0:
-                applied += 1
-                streams.append((receipt.events, index, receipt.tx_hash, raw))
-        streams.append((receipts.block_events, None, b"", b""))
-        pending: dict[bytes, list[LiquidatedPosition]] = {}
-        pending_liquidator: dict[bytes, bytes] = {}
-        for events, position, tx_hash, raw in streams:
-            for item in events:
-                for party in (item.account, item.counterparty):
-                    if party:
-                        touched.add(bytes(party))
-                kind = item.kind
-                if kind == EventKind.FILL:
-                    fills.append(
-                        FillItem(
-                            height=height,
-                            market_id=item.market_id,
-                            taker=item.account,
-                            maker=item.counterparty,
-                            size_atoms=item.size_atoms,
-                            price_quote=item.price_quote,
-                            taker_fee_quote=item.amount_quote,
-                            maker_fee_quote=item.extra,
-                        )
-                    )
-                elif kind == EventKind.LIQUIDATION and item.counterparty:
-                    pending.setdefault(item.account, []).append(
-                        LiquidatedPosition(
-                            market_id=item.market_id,
-                            size_atoms=item.size_atoms,
-                            price_quote=item.price_quote,
-                        )
-                    )
-                    pending_liquidator[item.account] = item.counterparty
-                elif kind == EventKind.LIQUIDATION:
-                    liquidations.append(
-                        Liquidation(
-                            height=height,
-                            account=item.account,
-                            liquidator=pending_liquidator.pop(item.account, b""),
-                            positions=tuple(pending.pop(item.account, [])),
-                            penalty_quote=item.amount_quote,
-                            insurance_cover_quote=item.extra,
-                        )
-                    )
-                elif kind == EventKind.DEPOSIT:
-                    if position is None:
-                        raise RuntimeError("a deposit is always a tx")
-                    deposits.append(
-                        DepositItem(
-                            height=height,
-                            tx_index=position,
-                            tx_hash=tx_hash,
-                            account=item.account,
-                            amount_quote=item.amount_quote,
-                            deposit_id=item.ref,
-                            raw_tx=raw,
-                        )
-                    )
-                elif kind == EventKind.WITHDRAW:
-                    withdrawals.append(
-                        WithdrawalItem(
-                            height=height,
-                            tx_hash=tx_hash,
-                            account=item.account,
-                            amount_quote=item.amount_quote,
-                        )
-                    )
-                elif kind == EventKind.FUNDING_TICK:
-                    ticks.append(
-                        FundingTickItem(
-                            height=height,
-                            market_id=item.market_id,
-                            seq=item.ref,
-                            rate_ppm=item.extra,
-                            index_quote=item.amount_quote,
-                            price_quote=item.price_quote,
-                        )
-                    )
-                elif kind == EventKind.FUNDING_SETTLED:
-                    settlements.append(
-                        FundingSettlement(
-                            height=height,
-                            market_id=item.market_id,
-                            account=item.account,
-                            size_atoms=item.size_atoms,
-                            amount_quote=item.amount_quote,
-                        )
-                    )
-        if pending:
-            raise IncidentError(f"height {height}: liquidated positions without a penalty event")
-    return BlockSummary(
-        first_height=first,
-        last_height=last,
-        blocks=count,
-        txs=txs,
-        txs_applied=applied,
-        txs_rejected=txs - applied,
-        fills=tuple(fills),
-        liquidations=tuple(liquidations),
-        deposits=tuple(deposits),
-        withdrawals=tuple(withdrawals),
-        funding_ticks=tuple(ticks),
-        funding_settlements=tuple(settlements),
-        accounts_touched=tuple(sorted(touched)),
-    )
-
-
-def store_blocks(
-    store: VersionedStore, first: int, last: int
-) -> Iterator[tuple[Block, BlockReceipts]]:
-    """The store's own blocks first..last (e.g. H+1..head for `rollback --dry-run`)."""
-    for height in range(first, last + 1):
-        block = blocks_db.get_block(store, height)
-        receipts = blocks_db.get_receipts(store, height)
-        if block is None or receipts is None:
-            raise IncidentError(f"no block or receipts record at height {height}")
-        yield block, receipts
-
-
-def fork_blocks(store: VersionedStore, fork: Fork) -> Iterator[tuple[Block, BlockReceipts]]:
-    """The archived blocks of a fork, to_height+1..from_height, in order."""
-    for height in range(fork.to_height + 1, fork.from_height + 1):
-        raw_block = store.archived_record(fork.fork_id, height, blocks_db.BLOCK)
-        raw_receipts = store.archived_record(fork.fork_id, height, blocks_db.RECEIPTS)
-        if raw_block is None or raw_receipts is None:
-            raise IncidentError(
-                f"fork {fork.fork_id}: no archived block or receipts of height {height}"
-            )
-        block = decode_block(raw_block)
-        if block.header.height != height:
-            raise IncidentError(
-                f"fork {fork.fork_id}: the archived block of height {height} says "
-                f"{block.header.height}"
-            )
-        yield block, decode_receipts(raw_receipts)
-
-
-def get_fork(store: VersionedStore, fork_id: int) -> Fork:
-    for fork in store.forks():
-        if fork.fork_id == fork_id:
-            return fork
-    known = ", ".join(str(f.fork_id) for f in store.forks()) or "none"
-    raise IncidentError(f"no fork {fork_id} in this store (forks: {known})")
 
 
 # ---------------------------------------------------------------------- compensation report
@@ -457,7 +120,7 @@ class AccountState:
 class AccountCompensation:
     account: bytes
     liquidations: tuple[Liquidation, ...]
-    liquidated_size_atoms: int
+    liquidated_size_atoms: str  # |size| closed per market, "market:atoms ..." (node.ops.summary)
     penalty_quote: int
     insurance_cover_quote: int
     funding_quote: int
@@ -470,10 +133,11 @@ class AccountCompensation:
     equity_restored_quote: int
     equity_reverted_quote: int
     difference_quote: int
+    deleveraged_quote: int  # ADL: + received as a bankrupt account, - paid as a counterparty
 
     def to_json(self) -> dict[str, Any]:
-        out = _record_json(self)
-        out["liquidations"] = [_liquidation_json(item) for item in self.liquidations]
+        out = record_json(self)
+        out["liquidations"] = [liquidation_json(item) for item in self.liquidations]
         return out
 
     def csv_row(self) -> list[str]:
@@ -482,7 +146,6 @@ class AccountCompensation:
 
 
 _TOTAL_FIELDS = (
-    "liquidated_size_atoms",
     "penalty_quote",
     "insurance_cover_quote",
     "funding_quote",
@@ -495,6 +158,7 @@ _TOTAL_FIELDS = (
     "equity_restored_quote",
     "equity_reverted_quote",
     "difference_quote",
+    "deleveraged_quote",
 )
 
 
@@ -823,6 +487,7 @@ class _Flows:
     fees_quote: int = 0
     deposits_quote: int = 0
     withdrawals_quote: int = 0
+    deleveraged_quote: int = 0
 
 
 def _flows(summary: BlockSummary) -> dict[bytes, _Flows]:
@@ -846,6 +511,9 @@ def _flows(summary: BlockSummary) -> dict[bytes, _Flows]:
         of(deposit.account).deposits_quote += deposit.amount_quote
     for withdrawal in summary.withdrawals:
         of(withdrawal.account).withdrawals_quote += withdrawal.amount_quote
+    for item in summary.deleveragings:
+        of(item.bankrupt).deleveraged_quote += item.paid_quote
+        of(item.counterparty).deleveraged_quote -= item.paid_quote
     return flows
 
 
@@ -877,7 +545,9 @@ def _account_row(
     return AccountCompensation(
         account=account,
         liquidations=liquidations,
-        liquidated_size_atoms=sum(item.size_atoms for item in liquidations),
+        liquidated_size_atoms=format_sizes(
+            sizes_by_market(p for item in liquidations for p in item.positions)
+        ),
         penalty_quote=penalty,
         insurance_cover_quote=cover,
         funding_quote=funding,
@@ -890,6 +560,7 @@ def _account_row(
         equity_restored_quote=before.equity_quote,
         equity_reverted_quote=after.equity_quote,
         difference_quote=after.equity_quote - before.equity_quote,
+        deleveraged_quote=flows.deleveraged_quote,
     )
 
 
@@ -898,6 +569,7 @@ __all__ = [
     "AccountState",
     "BlockSummary",
     "CompensationReport",
+    "Deleveraging",
     "DepositItem",
     "FillItem",
     "FundingSettlement",

@@ -186,7 +186,7 @@ def test_liquidation_is_listed_for_the_leveraged_account_exactly(incident: Any) 
     # 1% of the closed notional (172,800 USD), below what equity was left (2,710 USD).
     assert liquidation.penalty_quote == 1_728 * USD
     assert liquidation.insurance_cover_quote == 0
-    assert row.liquidated_size_atoms == 3 * UNIT
+    assert row.liquidated_size_atoms == f"{BTC}:{3 * UNIT}"  # per market, never summed
     assert row.fees_quote == 90 * USD  # taker fee: 500 ppm of 180,000 USD
     assert row.deposits_quote == 10_000 * USD
     # bought 3 @ 60,000, taken over 3 @ 57,600
@@ -300,7 +300,7 @@ def test_json_and_csv_are_deterministic(incident: Any) -> None:
     assert [r[0] for r in rows[1:]] == sorted(r[0] for r in rows[1:])
     assert len(rows) == 1 + len(report.accounts)
     leveraged = next(r for r in rows if r[0] == incident["leveraged"].hex())
-    assert leveraged[1:4] == ["1", str(3 * UNIT), "0"]
+    assert leveraged[1:4] == ["1", f"{BTC}:{3 * UNIT}", "0"]
     assert "report hash " + report.report_hash in report.text()
 
 
