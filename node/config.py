@@ -19,7 +19,8 @@ TOML layout (every key optional; `home` comes from --home or PERPCHAIN_HOME, nev
     follow_url = "http://host:9545"  # follow this node instead of producing (optional; `follow`
                                      # and PERPCHAIN_FOLLOW are accepted too)
     [rpc]     listen = "127.0.0.1:9545", max_body_bytes, max_batch, max_json_depth,
-              deadline_ms, max_connections, max_subscriptions
+              deadline_ms, max_connections, max_subscriptions, max_connections_per_client,
+              max_requests_per_s_per_client, ws_send_queue_bytes, idle_timeout_ms
     [admin]   enabled = false, listen = "127.0.0.1:9546", token_file = "admin.token",
               allow_remote = false (a non-loopback admin listen is refused without it: plain
               HTTP carries the bearer token; with it, a warning is logged at every start)
@@ -111,6 +112,12 @@ class RpcSettings:
     deadline_ms: int = 10_000  # per request
     max_connections: int = 1_000  # open WebSockets + HTTP requests in flight
     max_subscriptions: int = 32  # per WebSocket
+    # Per client address (docs/SECURITY.md, "One client cannot starve the others"); loopback
+    # addresses get the same limits (behind a proxy on this host, limit per client there).
+    max_connections_per_client: int = 64  # TCP connections open at once, checked at accept
+    max_requests_per_s_per_client: int = 1_000  # HTTP requests + WebSocket messages; 0 = off
+    ws_send_queue_bytes: int = 1 << 20  # per WebSocket: not yet written; past it, dropped
+    idle_timeout_ms: int = 5_000  # request headers must be complete, or keep-alive idle, within
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -221,6 +228,10 @@ _CHECKS: Final[dict[str, Check]] = {
     "rpc.deadline_ms": _between(10, 600_000),
     "rpc.max_connections": _between(1, 100_000),
     "rpc.max_subscriptions": _between(0, 10_000),
+    "rpc.max_connections_per_client": _between(1, 100_000),
+    "rpc.max_requests_per_s_per_client": _between(0, 1_000_000),
+    "rpc.ws_send_queue_bytes": _between(16 << 10, 1 << 30),
+    "rpc.idle_timeout_ms": _between(100, 600_000),
     "admin.token_file": lambda value: None if value.strip() else "must not be empty",
     "mempool.max_txs": _between(1, 10_000_000),
     "mempool.max_per_account": _between(1, 1_000_000),

@@ -5,6 +5,11 @@ a subscriber. Each subscription has a bounded trio memory channel; a subscriber 
 full is dropped (its channel closed, `dropped` set) instead of slowing the writer down. The RPC
 layer turns a dropped subscription into a closed WebSocket so the client knows it missed data.
 
+A subscription may instead name a `sink`: a function called with each payload in the
+publisher's task (no channel, no task per subscription); it returns False to be dropped. The
+WebSocket server uses that to put notifications straight into its connection's send queue,
+which is bounded in bytes, so what a subscriber costs is that queue and nothing else.
+
 Payloads are JSON-ready values (integers already rendered as strings); each is serialized once
 per publish, and not at all when nobody listens. Single-threaded: call from trio tasks only.
 Imports trio and the stdlib only.
@@ -36,12 +41,16 @@ class Subscription:
         topic: str,
         buffer: int,
         on_drop: Callable[[Subscription], None] | None,
+        sink: Callable[[str], bool] | None = None,
     ) -> None:
         self.topic = topic
         self.dropped = False
+        self.closed = False
         self.on_drop = on_drop
         self._broadcaster = broadcaster
-        self._send, self._receive = trio.open_memory_channel[str](buffer)
+        self._sink = sink
+        # A sink subscription has no channel to buffer in: a zero-size one that is never used.
+        self._send, self._receive = trio.open_memory_channel[str](0 if sink else buffer)
 
     def __aiter__(self) -> Subscription:
         return self
@@ -56,6 +65,7 @@ class Subscription:
 
     def close(self) -> None:
         """Unsubscribe; iteration ends after the payloads already buffered."""
+        self.closed = True
         self._broadcaster._remove(self)
         self._send.close()
 
@@ -67,6 +77,8 @@ class Subscription:
         self._receive.close()
 
     def _offer(self, payload: str) -> bool:
+        if self._sink is not None:
+            return self.closed or self._sink(payload)  # closed: nothing to drop
         try:
             self._send.send_nowait(payload)
         except trio.WouldBlock:
@@ -89,11 +101,17 @@ class Broadcaster:
         self._topics: dict[str, list[Subscription]] = {}
 
     def subscribe(
-        self, topic: str, *, on_drop: Callable[[Subscription], None] | None = None
+        self,
+        topic: str,
+        *,
+        on_drop: Callable[[Subscription], None] | None = None,
+        sink: Callable[[str], bool] | None = None,
     ) -> Subscription:
         """A new subscription; `on_drop` runs (synchronously, in the publisher's task) if it is
-        dropped for falling behind, so the owner can close its connection."""
-        subscription = Subscription(self, topic, self.buffer, on_drop)
+        dropped for falling behind, so the owner can close its connection. With `sink`, each
+        payload goes to `sink(payload)` at publish time instead of the subscription's buffer
+        (it must not block; False drops the subscription); iterating it then ends at once."""
+        subscription = Subscription(self, topic, self.buffer, on_drop, sink)
         self._topics.setdefault(topic, []).append(subscription)
         return subscription
 

@@ -21,14 +21,27 @@ the bound `ListenAddr`, so tests can bind port 0):
 
 Limits: a body larger than `max_body_bytes` is refused with 413 from its Content-Length before
 any of it is read, or as soon as a chunked body passes the limit; `max_connections` bounds open
-WebSockets plus HTTP requests in flight (idle keep-alive connections close after 5 s); every
-request runs under `deadline_ms`; WebSocket messages are bounded like bodies. Known limit: a
-WebSocket client that stops reading while its TCP window is full holds its slot until it goes
-away, because hypercorn shields socket writes from cancellation.
+WebSockets plus HTTP requests in flight; every request runs under `deadline_ms`; WebSocket
+messages are bounded like bodies. Per client address (`ClientLimits`, docs/SECURITY.md): TCP
+connections open at once (checked at accept, before a byte is read; over it, a canned 503)
+and a request rate (HTTP 429; a WebSocket's next message is read only when the rate allows).
+Request headers must be complete, and an idle keep-alive connection is closed, within
+`idle_timeout_ms` (hypercorn's keep-alive timer runs from accept until the headers are in).
+
+Each WebSocket has one send queue bounded in bytes (`ws_send_queue_bytes`): responses and
+notifications wait there for the one writer task; subscriptions put their notifications into
+it from the publisher (node.chain.broadcast sinks), so there is no buffer or task per
+subscription. A client whose queue would pass the bound is dropped: its subscriptions and queue
+are released at once and its socket is reset (hypercorn shields its socket writes from
+cancellation, so a client that stopped reading would otherwise hold the writer forever; the
+reset makes that write fail). `serve_asgi` runs hypercorn's per-connection protocol
+(`hypercorn.trio.tcp_server.TCPServer`) under our own accept loop to do the per-address count
+and to hand the app that reset (hypercorn 0.18's internals: pinned by tests/rpc tests).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -36,15 +49,21 @@ import os
 import pathlib
 import re
 import secrets
+import socket
 import stat
+import struct
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final
 
-import hypercorn.trio
 import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import wrap_app
 from prometheus_client.exposition import choose_encoder
 
 from node.chain.broadcast import Broadcaster, Subscription
@@ -75,8 +94,11 @@ WS_PATHS: Final = ("/", "/ws")
 WS_CLOSE_NORMAL: Final = 1000
 WS_CLOSE_POLICY: Final = 1008  # e.g. WebSocket on the admin listener
 WS_CLOSE_TRY_AGAIN: Final = 1013  # server busy, or subscriber dropped for falling behind
+WS_CLOSE_TOO_SLOW: Final = WS_CLOSE_TRY_AGAIN  # send queue full (the socket is reset)
 NOTIFICATION_METHOD: Final = "subscription"
-_OUTBOX_MESSAGES: Final = 64  # per WebSocket: responses + notifications waiting to be written
+# The key in the ASGI scope's "state" under which serve_asgi hands the app its ClientConnection.
+CLIENT_STATE_KEY: Final = "perpchain.client"
+CLOSE_TIMEOUT_S: Final = 1.0  # a WebSocket close frame not written by then: socket reset
 
 
 # --- health ----------------------------------------------------------------------------------
@@ -117,6 +139,117 @@ def _health_response(health: HealthCheck) -> tuple[int, bytes]:
     for key, value in report.fields.items():
         body.setdefault(key, value)
     return (200 if report.ok else 503), _json_bytes(body)
+
+
+# --- per-client limits -----------------------------------------------------------------------
+
+
+class ClientConnection:
+    """One accepted TCP connection, as the app sees it (scope["state"][CLIENT_STATE_KEY])."""
+
+    def __init__(self, limits: ClientLimits, host: str, stream: trio.SocketStream) -> None:
+        self.limits = limits
+        self.host = host
+        self.stream = stream
+        self.aborted = False
+        self.cancel_scope = trio.CancelScope()  # around hypercorn's handling of it
+
+    def end_within(self, seconds: float) -> None:
+        """The app is done with this connection (a WebSocket ended): hypercorn gets `seconds`
+        for the closing handshake, then its tasks are cancelled. Without this a closed
+        WebSocket's connection lingers until hypercorn's ping task next wakes (up to the ping
+        interval, 20 s), counted against its address all that time."""
+        deadline = trio.current_time() + seconds
+        self.cancel_scope.deadline = min(self.cancel_scope.deadline, deadline)
+
+    def request_wait_s(self) -> float:
+        """0 if this client address may make a request now (a token is taken), else how long
+        until it may."""
+        return self.limits.take_token(self.host)
+
+    def abort(self) -> None:
+        """Reset the connection (RST, kernel buffers freed): a write blocked on it fails at
+        once with ClosedResourceError, which hypercorn treats as the client gone."""
+        if self.aborted:
+            return
+        self.aborted = True
+        sock = self.stream.socket
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # trio notifies every task waiting on it (notify_closing)
+
+
+class ClientLimits:
+    """Per client address (the peer IP, loopback included) of one listener: TCP connections
+    open at once, checked at accept, and a request rate, a token bucket refilled continuously
+    that holds one second's worth (`requests_per_s`, 0 = unlimited)."""
+
+    # Buckets of addresses with no open connection are forgotten once this many exist (a full
+    # bucket is the same as no bucket; a partial one is kept, so reconnecting does not refill).
+    MAX_IDLE_BUCKETS: Final = 10_000
+
+    def __init__(self, *, connections_per_client: int, requests_per_s: int) -> None:
+        self.connections_per_client = connections_per_client
+        self.requests_per_s = requests_per_s
+        self.open: dict[str, int] = {}
+        self._buckets: dict[str, tuple[float, float]] = {}  # host -> (tokens, at time s)
+        self.refused_connections = 0
+        self.limited_requests = 0
+
+    @classmethod
+    def unlimited(cls) -> ClientLimits:
+        return cls(connections_per_client=1 << 30, requests_per_s=0)
+
+    def admit(self, stream: trio.SocketStream) -> ClientConnection | None:
+        """The connection, counted against its address; None if the address is at its limit
+        (or the peer is already gone)."""
+        try:
+            host = str(stream.socket.getpeername()[0])
+        except OSError:
+            return None
+        count = self.open.get(host, 0)
+        if count >= self.connections_per_client:
+            self.refused_connections += 1
+            return None
+        self.open[host] = count + 1
+        return ClientConnection(self, host, stream)
+
+    def release(self, connection: ClientConnection) -> None:
+        count = self.open.get(connection.host, 0) - 1
+        if count > 0:
+            self.open[connection.host] = count
+        else:
+            self.open.pop(connection.host, None)
+            if len(self._buckets) > self.MAX_IDLE_BUCKETS:
+                self._forget_full_buckets()
+
+    def take_token(self, host: str) -> float:
+        if self.requests_per_s <= 0:
+            return 0.0
+        now = trio.current_time()
+        capacity = float(self.requests_per_s)
+        tokens, then = self._buckets.get(host, (capacity, now))
+        tokens = min(capacity, tokens + (now - then) * self.requests_per_s)
+        if tokens >= 1:
+            self._buckets[host] = (tokens - 1, now)
+            return 0.0
+        self._buckets[host] = (tokens, now)
+        self.limited_requests += 1
+        return (1 - tokens) / self.requests_per_s
+
+    def _forget_full_buckets(self) -> None:
+        now = trio.current_time()
+        for host, (tokens, then) in list(self._buckets.items()):
+            if host not in self.open and tokens + (now - then) * self.requests_per_s >= (
+                self.requests_per_s
+            ):
+                del self._buckets[host]
+
+
+def _client_of(scope: Scope) -> ClientConnection | None:
+    state = scope.get("state") or {}
+    client = state.get(CLIENT_STATE_KEY)
+    return client if isinstance(client, ClientConnection) else None
 
 
 # --- subscriptions ---------------------------------------------------------------------------
@@ -201,6 +334,7 @@ class RpcApp:
         metrics: Metrics | None = None,
         websocket: bool = True,
         lane: WorkLane | None = None,
+        ws_send_queue_bytes: int = 1 << 20,
     ) -> None:
         self.table = table
         self.limits = limits
@@ -213,6 +347,7 @@ class RpcApp:
         self.bearer_token = bearer_token
         self.metrics = metrics
         self.websocket = websocket
+        self.ws_send_queue_bytes = ws_send_queue_bytes
         if broadcaster is not None and ("subscribe" in table or "unsubscribe" in table):
             raise ValueError("subscribe/unsubscribe are provided per WebSocket by the server")
         self.active = 0  # WebSockets open + HTTP requests in flight
@@ -269,6 +404,21 @@ class RpcApp:
                 401,
                 error_response(RpcError(ErrorCode.UNAUTHORIZED)),
                 _JSON_HEADERS + [(b"www-authenticate", b'Bearer realm="perpchain"')],
+            )
+            return
+        client = _client_of(scope)
+        if client is not None and client.request_wait_s() > 0:
+            await _respond(
+                send,
+                429,
+                error_response(
+                    RpcError(
+                        ErrorCode.SERVER_BUSY,
+                        f"Server busy: more than {client.limits.requests_per_s} requests/s "
+                        "from this address",
+                    )
+                ),
+                _JSON_HEADERS + [(b"retry-after", b"1")],
             )
             return
         content_type = (_header(scope, b"content-type") or b"").split(b";")[0].strip().lower()
@@ -382,6 +532,14 @@ class RpcApp:
     # WebSocket ----------------------------------------------------------------------------
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._websocket_session(scope, receive, send)
+        finally:
+            client = _client_of(scope)
+            if client is not None:
+                client.end_within(CLOSE_TIMEOUT_S)
+
+    async def _websocket_session(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
@@ -399,7 +557,7 @@ class RpcApp:
             self.metrics.ws_connections.inc()
         try:
             await send({"type": "websocket.accept"})
-            await _WsSession(self, receive, send).run()
+            await _WsSession(self, _client_of(scope), receive, send).run()
         finally:
             self.active -= 1
             if self.metrics is not None:
@@ -407,47 +565,81 @@ class RpcApp:
 
 
 class _WsSession:
-    """One WebSocket: requests run in order; notifications interleave through one writer."""
+    """One WebSocket: requests run in order; responses and notifications go through one send
+    queue, bounded in bytes, that one writer task drains.
 
-    def __init__(self, app: RpcApp, receive: Receive, send: Send) -> None:
+    The queue's bound counts what waits, not the message being written: a single message larger
+    than the bound (a 4 MiB `chain_getRawBlocks` answer) is taken when nothing else waits.
+    Nothing here ever waits for queue space (the reader answers, the publisher notifies, both
+    without blocking), so no chain of waits can pass through hypercorn's own queues.
+
+    A queued notification is the pair (this subscription's message head, the publish's JSON
+    text): the text is one string shared by every subscriber of that publish, so the bound
+    counts the bytes a client is owed while what it holds is much less; the message is joined
+    only when written. Sizes are counted in characters, the UTF-8 size of the ASCII JSON the
+    node publishes.
+    """
+
+    def __init__(
+        self, app: RpcApp, client: ClientConnection | None, receive: Receive, send: Send
+    ) -> None:
         self.app = app
+        self.client = client
         self.receive = receive
         self.send = send
         self.subscriptions: dict[str, Subscription] = {}
-        self.just_subscribed: list[tuple[str, Subscription]] = []
+        # Notifications of subscriptions whose subscribe response is not queued yet: the
+        # response must come first. Counted in queued_bytes.
+        self.held: dict[str, list[tuple[str, str]]] = {}
+        self.queue: deque[tuple[str, str]] = deque()  # (notification head or "", text)
+        self.queued_bytes = 0
+        self.queue_ready = trio.Event()
         self.close_code = WS_CLOSE_NORMAL
         self.close_reason = ""
         self.disconnected = False
-        self.outbox, self.outbox_receive = trio.open_memory_channel[bytes](_OUTBOX_MESSAGES)
+        self.dropped = False
+        self.writing = False  # the writer is in a socket write (it may be stuck there)
+        self.cancel_scope = trio.CancelScope()
         extra = {"subscribe": self.subscribe, "unsubscribe": self.unsubscribe}
         if app.broadcaster is None:
             extra = {}
         self.dispatcher = Dispatcher(
             app.table.merged(extra), app.limits, observe=app.observe, lane=app.lane
         )
-        self.nursery: trio.Nursery | None = None
 
     async def run(self) -> None:
         try:
-            async with trio.open_nursery() as nursery:
-                self.nursery = nursery
-                nursery.start_soon(self.writer)
-                await self.reader()
-                nursery.cancel_scope.cancel()
+            with self.cancel_scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self.writer)
+                    await self.reader()
+                    nursery.cancel_scope.cancel()
         finally:
-            for subscription in self.subscriptions.values():
-                subscription.close()
-            self.subscriptions.clear()
-        if not self.disconnected:
-            with trio.move_on_after(1) as cleanup:
-                cleanup.shield = True
-                await self.send(
-                    {
-                        "type": "websocket.close",
-                        "code": self.close_code,
-                        "reason": self.close_reason,
-                    }
-                )
+            self._release()
+        if self.disconnected or (self.client is not None and self.client.aborted):
+            return
+        close = {"type": "websocket.close", "code": self.close_code, "reason": self.close_reason}
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as nursery:
+                # hypercorn's socket writes ignore cancellation: a close frame that cannot be
+                # written within a second ends with the socket reset instead.
+                nursery.start_soon(self._abort_after, CLOSE_TIMEOUT_S)
+                await self.send(close)
+                nursery.cancel_scope.cancel()
+
+    async def _abort_after(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+        if self.client is not None:
+            self.client.abort()
+
+    def _release(self) -> None:
+        """Everything this connection holds outside its own tasks, given back."""
+        for subscription in self.subscriptions.values():
+            subscription.close()
+        self.subscriptions.clear()
+        self.held.clear()
+        self.queue.clear()
+        self.queued_bytes = 0
 
     async def reader(self) -> None:
         while True:
@@ -457,52 +649,104 @@ class _WsSession:
                 return
             if message["type"] != "websocket.receive":
                 continue
+            if self.client is not None:
+                # Over the address's request rate: read this client's next message only when
+                # the rate allows (TCP pushes back on it); nothing is refused or dropped.
+                while (wait_s := self.client.request_wait_s()) > 0:
+                    await trio.sleep(wait_s)
             text = message.get("text")
             data = text.encode() if text is not None else (message.get("bytes") or b"")
             response = await self.dispatcher.handle_body(data)
-            if response is not None:
-                await self.outbox.send(response)
-            # Start forwarding only now, so a subscription's first notification can never
-            # overtake the response that tells the client its id.
-            for sub_id, subscription in self.just_subscribed:
-                assert self.nursery is not None
-                self.nursery.start_soon(self.forward, sub_id, subscription)
-            self.just_subscribed.clear()
+            if response is not None and not self.enqueue(("", response.decode())):
+                return
+            # Release held notifications only now, so a subscription's first notification can
+            # never overtake the response that tells the client its id.
+            for sub_id in list(self.held):
+                for item in self.held.pop(sub_id):
+                    self.queued_bytes -= _size(item)
+                    if not self.enqueue(item):
+                        return
+
+    def enqueue(self, item: tuple[str, str]) -> bool:
+        """Queue a message for the writer; False (and the client dropped) past the bound."""
+        if self.dropped:
+            return False
+        size = _size(item)
+        if self.queued_bytes and self.queued_bytes + size > self.app.ws_send_queue_bytes:
+            self.drop(size)
+            return False
+        self.queue.append(item)
+        self.queued_bytes += size
+        self.queue_ready.set()
+        return True
 
     async def writer(self) -> None:
-        async for data in self.outbox_receive:
-            await self.send({"type": "websocket.send", "text": data.decode()})
+        while True:
+            while not self.queue:
+                self.queue_ready = trio.Event()
+                await self.queue_ready.wait()
+            head, text = item = self.queue.popleft()
+            self.queued_bytes -= _size(item)
+            self.writing = True
+            message = head + text + _NOTIFICATION_TAIL if head else text
+            await self.send({"type": "websocket.send", "text": message})
+            self.writing = False
 
-    async def forward(self, sub_id: str, subscription: Subscription) -> None:
-        prefix = (
-            b'{"jsonrpc":"2.0","method":"'
-            + NOTIFICATION_METHOD.encode()
-            + b'","params":{"subscription":'
-            + _json_bytes(sub_id)
-            + b',"topic":'
-            + _json_bytes(subscription.topic)
-            + b',"result":'
+    def notifier(self, sub_id: str, topic: str) -> Callable[[str], bool]:
+        head = (
+            '{"jsonrpc":"2.0","method":"'
+            + NOTIFICATION_METHOD
+            + '","params":{"subscription":'
+            + json.dumps(sub_id)
+            + ',"topic":'
+            + json.dumps(topic)
+            + ',"result":'
         )
-        async for payload in subscription:
-            if sub_id not in self.subscriptions:
-                return  # unsubscribed: drop what was still buffered
-            await self.outbox.send(prefix + payload.encode() + b"}}")
 
-    def _dropped(self, subscription: Subscription) -> None:
-        """Broadcaster callback: this client fell behind; close rather than skip silently."""
+        def notify(payload: str) -> bool:
+            """Broadcaster sink: runs in the publisher's task and never blocks."""
+            if sub_id not in self.subscriptions:
+                return True  # unsubscribed meanwhile
+            item = (head, payload)
+            held = self.held.get(sub_id)
+            if held is None:
+                return self.enqueue(item)
+            size = _size(item)
+            if self.queued_bytes + size > self.app.ws_send_queue_bytes:
+                self.drop(size)
+                return False
+            held.append(item)
+            self.queued_bytes += size
+            return True
+
+        return notify
+
+    def drop(self, size: int) -> None:
+        """The client fell behind by a full send queue: release everything now and close with
+        WS_CLOSE_TOO_SLOW; if a write to it is already stuck, reset the socket at once (a close
+        frame could not get past the data it is not reading)."""
+        if self.dropped:
+            return
+        self.dropped = True
         log_event(
             logger,
-            "rpc.subscriber_dropped",
+            "rpc.ws_client_dropped",
             level=logging.WARNING,
-            topic=subscription.topic,
             listener=self.app.listener,
+            client=self.client.host if self.client is not None else "-",
+            queued_bytes=self.queued_bytes,
+            next_bytes=size,
+            limit=self.app.ws_send_queue_bytes,
+            subscriptions=len(self.subscriptions),
         )
         if self.app.metrics is not None:
-            self.app.metrics.subscribers_dropped.inc()
-        self.close_code = WS_CLOSE_TRY_AGAIN
-        self.close_reason = "subscriber too slow; resubscribe"
-        if self.nursery is not None:
-            self.nursery.cancel_scope.cancel()
+            self.app.metrics.subscribers_dropped.inc(max(1, len(self.subscriptions)))
+        self.close_code = WS_CLOSE_TOO_SLOW
+        self.close_reason = "send queue full; reconnect and resubscribe"
+        self._release()
+        self.cancel_scope.cancel()
+        if self.writing and self.client is not None:
+            self.client.abort()
 
     async def subscribe(self, params: dict[str, Any]) -> dict[str, str]:
         assert self.app.broadcaster is not None
@@ -513,9 +757,10 @@ class _WsSession:
                 f"Subscription limit reached: {self.app.max_subscriptions} on this connection",
             )
         sub_id = secrets.token_hex(8)
-        subscription = self.app.broadcaster.subscribe(topic, on_drop=self._dropped)
-        self.subscriptions[sub_id] = subscription
-        self.just_subscribed.append((sub_id, subscription))
+        self.held[sub_id] = []
+        self.subscriptions[sub_id] = self.app.broadcaster.subscribe(
+            topic, sink=self.notifier(sub_id, topic)
+        )
         return {"subscription": sub_id, "topic": topic}
 
     async def unsubscribe(self, params: dict[str, Any]) -> bool:
@@ -525,7 +770,18 @@ class _WsSession:
         if subscription is None:
             raise not_found(f"subscription {sub_id!r} on this connection")
         subscription.close()
+        for item in self.held.pop(sub_id, ()):
+            self.queued_bytes -= _size(item)
         return True
+
+
+_NOTIFICATION_TAIL: Final = "}}"
+
+
+def _size(item: tuple[str, str]) -> int:
+    """Characters of the message a queue item stands for (head + text + tail)."""
+    head, text = item
+    return len(head) + len(text) + len(_NOTIFICATION_TAIL) if head else len(text)
 
 
 class MetricsApp:
@@ -573,14 +829,18 @@ class MetricsApp:
 # --- serving ---------------------------------------------------------------------------------
 
 
-def hypercorn_config(listen: ListenAddr, limits: Limits) -> HypercornConfig:
+def hypercorn_config(
+    listen: ListenAddr, limits: Limits, *, idle_timeout_ms: int = 5_000
+) -> HypercornConfig:
     config = HypercornConfig()
     config.bind = [str(listen)]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")  # through node.log's handler
     config.include_server_header = False
     config.websocket_max_message_size = limits.max_body_bytes
-    config.keep_alive_timeout = 5
+    # hypercorn's keep-alive timer runs from accept until a request's headers are complete and
+    # again between requests: slow headers and idle connections end after this.
+    config.keep_alive_timeout = idle_timeout_ms / 1000
     config.graceful_timeout = 2
     # Any read (HTTP or WebSocket) may wait this long; WebSocket clients answer the pings, so
     # an idle subscriber that is alive keeps its connection.
@@ -589,9 +849,62 @@ def hypercorn_config(listen: ListenAddr, limits: Limits) -> HypercornConfig:
     return config
 
 
-def _bound_addr(bind: str) -> ListenAddr:
-    """hypercorn reports `http://127.0.0.1:54321` or `http://[::1]:54321`."""
-    return ListenAddr.parse(bind.split("://", 1)[-1])
+_REFUSED_BODY: Final = json.dumps(
+    {
+        "jsonrpc": "2.0",
+        "error": {
+            "code": int(ErrorCode.SERVER_BUSY),
+            "message": "Server busy: too many connections from this address",
+        },
+        "id": None,
+    },
+    separators=(",", ":"),
+).encode()
+_REFUSED: Final = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    b"retry-after: 1\r\nconnection: close\r\ncontent-length: "
+    + str(len(_REFUSED_BODY)).encode()
+    + b"\r\n\r\n"
+    + _REFUSED_BODY
+)
+
+
+async def _refuse(stream: trio.SocketStream) -> None:
+    """A canned 503 to a connection over its address's limit, without reading its request
+    (beyond a brief drain so that closing does not reset the answer away)."""
+    with trio.move_on_after(0.5):
+        try:
+            await stream.send_all(_REFUSED)
+            await stream.send_eof()
+            with trio.move_on_after(0.1):
+                while await stream.receive_some(16384):
+                    pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+    with trio.CancelScope(shield=True):
+        await stream.aclose()
+
+
+async def _serve_connection(
+    app: Any,
+    config: HypercornConfig,
+    context: WorkerContext,
+    clients: ClientLimits,
+    stream: trio.SocketStream,
+) -> None:
+    client = clients.admit(stream)
+    if client is None:
+        await _refuse(stream)
+        return
+    try:
+        with client.cancel_scope:
+            # hypercorn annotates an SSLStream but takes a plain SocketStream (its own serve).
+            state = ConnectionState({CLIENT_STATE_KEY: client})
+            await TCPServer(app, config, context, state, stream)  # type: ignore[arg-type]
+    finally:
+        clients.release(client)
+        with trio.CancelScope(shield=True):  # hypercorn's own close may have been cancelled
+            await stream.aclose()
 
 
 async def serve_asgi(
@@ -599,19 +912,46 @@ async def serve_asgi(
     listen: ListenAddr,
     *,
     limits: Limits,
+    clients: ClientLimits | None = None,
+    idle_timeout_ms: int = 5_000,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[ListenAddr] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve one ASGI app until cancelled or `shutdown_trigger` returns; started -> bound addr."""
-    config = hypercorn_config(listen, limits)
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(
-            partial(
-                hypercorn.trio.serve, app, config, shutdown_trigger=shutdown_trigger, mode="asgi"
-            )
-        )
-        bound = _bound_addr(binds[0])
-        task_status.started(bound)
+    """Serve one ASGI app until cancelled or `shutdown_trigger` returns; started -> bound addr.
+
+    hypercorn.trio.serve without the lifespan protocol (our apps keep no lifespan state), with
+    `clients` checked at accept and each connection's ClientConnection in the scope's state.
+    On shutdown: stop accepting, let idle connections close and requests in flight finish for
+    `graceful_timeout` seconds, as hypercorn does.
+    """
+    config = hypercorn_config(listen, limits, idle_timeout_ms=idle_timeout_ms)
+    clients = clients if clients is not None else ClientLimits.unlimited()
+    context = WorkerContext(None)
+    listeners = []
+    bound: ListenAddr | None = None
+    for sock in config.create_sockets().insecure_sockets:
+        sock.listen(config.backlog)
+        listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+        name = sock.getsockname()
+        if bound is None:
+            bound = ListenAddr(str(name[0]), int(name[1]))
+    if bound is None:
+        raise ValueError(f"nothing to listen on for {listen}")
+    handler = partial(_serve_connection, wrap_app(app, 0, "asgi"), config, context, clients)
+    async with trio.open_nursery() as connections:
+        try:
+            async with trio.open_nursery() as acceptor:
+                acceptor.start_soon(
+                    partial(trio.serve_listeners, handler, listeners, handler_nursery=connections)
+                )
+                task_status.started(bound)
+                if shutdown_trigger is None:
+                    await trio.sleep_forever()
+                await shutdown_trigger()
+                acceptor.cancel_scope.cancel()
+        finally:
+            await context.terminated.set()
+            connections.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -692,10 +1032,24 @@ async def serve_node_listeners(
         max_subscriptions=config.rpc.max_subscriptions,
         metrics=metrics,
         lane=lane,
+        ws_send_queue_bytes=config.rpc.ws_send_queue_bytes,
     )
-    serve = partial(serve_asgi, limits=limits, shutdown_trigger=shutdown_trigger)
+    # Per-address limits on the public listener only: the admin and metrics listeners are the
+    # operator's (loopback unless said otherwise) and must answer while the public one is busy.
+    public_clients = ClientLimits(
+        connections_per_client=config.rpc.max_connections_per_client,
+        requests_per_s=config.rpc.max_requests_per_s_per_client,
+    )
+    serve = partial(
+        serve_asgi,
+        limits=limits,
+        idle_timeout_ms=config.rpc.idle_timeout_ms,
+        shutdown_trigger=shutdown_trigger,
+    )
     async with trio.open_nursery() as nursery:
-        rpc_addr = await nursery.start(partial(serve, public_app, config.rpc.listen))
+        rpc_addr = await nursery.start(
+            partial(serve, public_app, config.rpc.listen, clients=public_clients)
+        )
         admin_addr = metrics_addr = None
         if admin_app is not None:
             admin_addr = await nursery.start(partial(serve, admin_app, config.admin.listen))

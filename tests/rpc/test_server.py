@@ -312,24 +312,33 @@ async def test_subscribe_is_not_an_http_method(port: int) -> None:
 
 
 async def test_slow_subscriber_is_dropped_without_blocking_the_publisher(
-    port: int, broadcaster: Broadcaster
+    nursery: trio.Nursery,
 ) -> None:
+    broadcaster = Broadcaster()
+    app = RpcApp(PUBLIC, limits=LIMITS, broadcaster=broadcaster, ws_send_queue_bytes=16 * 1024)
+    port = await start(nursery, app)
     ws = await WsClient.connect(port)
     assert "result" in await ws.call("subscribe", {"topic": "new_heads"})
-    # The publisher never awaits: 50 publishes in a row overflow the 4-slot buffer before the
-    # connection's forwarding task can run, so the subscriber is dropped, not waited for.
-    delivered = [broadcaster.publish("new_heads", {"height": str(h)}) for h in range(50)]
-    # 4 buffered, plus one handed straight to the forwarding task if it was already waiting.
+    # The publisher never awaits: 50 publishes of ~1 KB in a row pass the connection's 16 KiB
+    # send queue before its writer can run, so the subscriber is dropped, not waited for.
+    pad = "x" * 1000
+    delivered = [
+        broadcaster.publish("new_heads", {"height": str(h), "pad": pad}) for h in range(50)
+    ]
     taken = sum(delivered)
-    assert taken in (4, 5) and delivered == [1] * taken + [0] * (50 - taken)
+    assert 10 <= taken <= 16 and delivered == [1] * taken + [0] * (50 - taken)
     assert broadcaster.subscriber_count() == 0
     heights = []
     with pytest.raises(WsClosed) as info:
         while True:
             heights.append((await ws.recv())["params"]["result"]["height"])
-    assert info.value.code == 1013 and "too slow" in info.value.reason
+    assert info.value.code == 1013 and "send queue full" in info.value.reason
+    # What was queued when the client was dropped is discarded with the rest of its state.
     assert heights == [str(h) for h in range(len(heights))] and len(heights) <= taken
     await ws.aclose()
+    with trio.fail_after(5):
+        while app.active:
+            await trio.sleep(0.01)
 
 
 # --- admin, metrics and the whole set --------------------------------------------------------
