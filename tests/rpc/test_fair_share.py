@@ -314,3 +314,34 @@ async def test_request_rate_per_address(tmp_path: pathlib.Path) -> None:
         assert statuses.count(200) >= 20 and statuses.count(429) >= 10, statuses
         other = await http_request(port, "POST", "/", STATUS)
         assert other.status == 200
+
+
+async def test_slow_headers_are_cut_off_and_a_slow_body_gets_408(tmp_path: pathlib.Path) -> None:
+    """Headers must be complete within rpc.idle_timeout_ms, a body within rpc.deadline_ms,
+    however steadily the bytes trickle in."""
+    home = tmp_path / "node"
+    make_chain(home, 0)
+    overrides = {"rpc.idle_timeout_ms": 500, "rpc.deadline_ms": 700}
+    async with running_node(home, **overrides) as (url, _cancel):
+        port = int(url.rsplit(":", 1)[1])
+        head = b"POST / HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        for first, trickle, expect in (
+            (head[:20], b"x", b""),  # closed without an answer
+            (head + b"content-length: 100\r\n\r\n{", b" ", b"HTTP/1.1 408 "),
+        ):
+            stream = await open_from(ATTACKER_HOST, port)
+            started = trio.current_time()
+            async with stream:
+                await stream.send_all(first)
+                data = b""
+                with trio.fail_after(5):
+                    while True:
+                        with trio.move_on_after(0.1):
+                            chunk = await stream.receive_some(4096)
+                            if not chunk:
+                                break
+                            data += chunk
+                            continue
+                        await stream.send_all(trickle)
+            elapsed = trio.current_time() - started
+            assert data.startswith(expect) and 0.4 < elapsed < 2.0, (data[:40], elapsed)
