@@ -20,6 +20,7 @@ import concurrent.futures
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -71,7 +72,10 @@ def _die_with_parent(parent: int) -> None:
     """Worker initializer: exit as soon as the node that spawned this worker (pid `parent`,
     taken by the node: it may be dead before this runs) is gone. A node killed with SIGKILL
     never shuts its pool down, and the worker would wait on its queue for ever (the kill -9
-    tests left 120 of them); the parent's pid changes when it dies."""
+    tests left 120 of them); the parent's pid changes when it dies. It also ignores SIGINT:
+    a Ctrl-C in a terminal reaches the whole process group, and the node, not its worker,
+    decides how to stop (the worker used to print a KeyboardInterrupt traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         while os.getppid() == parent:

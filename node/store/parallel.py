@@ -25,6 +25,7 @@ import logging
 import multiprocessing
 import multiprocessing.pool
 import os
+import signal
 import threading
 import time
 from typing import Any
@@ -67,7 +68,9 @@ def _combine(left: tuple[bytes, int], right: tuple[bytes, int]) -> bytes:
 
 def _die_with_parent(parent: int) -> None:
     """Worker initializer: exit once the process that started the pool (pid `parent`) is gone;
-    its pid is our parent's until then."""
+    its pid is our parent's until then. SIGINT (a terminal's Ctrl-C reaches the whole process
+    group) is the parent's to handle: ignored here, so no KeyboardInterrupt traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         while os.getppid() == parent:

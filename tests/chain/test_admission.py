@@ -165,3 +165,49 @@ def test_the_worker_of_a_node_killed_with_sigkill_exits(tmp_path: pathlib.Path) 
             break  # exited, waiting to be reaped by init
         assert time.monotonic() < deadline, f"workers outlived their node: {stats}"
         time.sleep(0.1)
+
+
+def test_ctrl_c_of_a_node_stops_it_and_its_worker_silently(tmp_path: pathlib.Path) -> None:
+    """A terminal's Ctrl-C is SIGINT to the whole foreground process group: the node stops as
+    on SIGTERM and its admission worker exits with it, with no KeyboardInterrupt traceback."""
+    import subprocess
+
+    from node.app import init_home
+    from node.devnet import ROOT, node_command
+    from tests.e2e.chain import genesis_doc
+
+    home = tmp_path / "home"
+    init_home(home, genesis_doc())
+    node = subprocess.Popen(
+        node_command(home, "127.0.0.1:0", "127.0.0.1:0"),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        start_new_session=True,  # its own process group, as a shell job has
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (workers := _children(node.pid)):
+            assert time.monotonic() < deadline, "the node started no admission worker"
+            time.sleep(0.05)
+        time.sleep(0.5)  # the worker's initializer has run
+        os.killpg(node.pid, signal.SIGINT)
+        output, _ = node.communicate(timeout=30)
+    finally:
+        if node.poll() is None:
+            node.kill()
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output[-2000:]
+    assert node.returncode in (0, -signal.SIGINT, 130), (node.returncode, output[-2000:])
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{pid}") and _state(pid) != "Z" for pid in workers):
+        assert time.monotonic() < deadline, "the worker outlived its node"
+        time.sleep(0.1)
+
+
+def _state(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
