@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 from node.cli.common import CliError, address, market_id, print_json, rpc_client, signing_key
-from node.client import RpcClient
+from node.client import RpcCallError, RpcClient
+from node.core.errors import Reject
 from node.core.records import MarketMode, OrderKind, Side, TimeInForce
 from node.core.txs import (
     CancelAll,
@@ -134,25 +136,77 @@ BUILDERS: dict[str, Builder] = {
 }
 
 
+NONCE_RETRIES = 3  # a BAD_NONCE (another signer of the same key took it) is retried this often
+
+
+def choose_nonce(info: dict[str, Any], taken: set[int]) -> int:
+    """A free nonce of the signer's window (perp_getNonce): the first one free in the window's
+    upper half, so a bot of the same key sending next_nonce, next_nonce + 1, ... does not race
+    this one; else the first free one. `taken` are nonces this command already lost."""
+    base, window = int(info["next_nonce"]), int(info.get("window", "1"))
+    used = {int(n) for n in info.get("used", [])} | taken
+    upper = range(base + window // 2, base + window)
+    for nonce in [*upper, *range(base, base + window // 2)]:
+        if nonce not in used:
+            return nonce
+    raise CliError(f"every nonce of the window [{base}, {base + window}) is in use; retry later")
+
+
 def cmd_tx(args: argparse.Namespace) -> int:
-    """Build (the signer's next nonce), sign, submit; print the receipt when it is committed
-    or rejected (exit 0 or 1), or say it was not within --wait seconds (exit 1)."""
+    """Build, sign with a free nonce, submit; print the receipt when it is committed or
+    rejected (exit 0 or 1), or say it was not within --wait seconds (exit 1). A BAD_NONCE, at
+    submission or in the block (another client signing with the same key took that nonce), is
+    retried with another free nonce, at most NONCE_RETRIES times, saying so."""
     client = rpc_client(args)
     key = signing_key(args.key)
-    body = BUILDERS[args.kind](args, client)
-    nonce = int(client.call("perp_getNonce", address=key.public_key.hex())["next_nonce"])
-    body = dataclasses.replace(body, nonce=nonce)
+    template = BUILDERS[args.kind](args, client)
     chain_id = client.call("node_status")["chain_id"].encode()
-    tx_hash = client.call("tx_submit", tx=sign_tx(body, key, chain_id).raw.hex())["tx_hash"]
-    deadline = time.monotonic() + args.wait
+    taken: set[int] = set()
+    for attempt in range(NONCE_RETRIES + 1):
+        info = client.call("perp_getNonce", address=key.public_key.hex())
+        nonce = choose_nonce(info, taken)
+        body = dataclasses.replace(template, nonce=nonce)
+        try:
+            tx_hash = client.call("tx_submit", tx=sign_tx(body, key, chain_id).raw.hex())["tx_hash"]
+        except RpcCallError as error:
+            if error.code != 1000 + Reject.BAD_NONCE or attempt == NONCE_RETRIES:
+                raise
+            _say_retry(args, nonce, attempt)
+            taken.add(nonce)
+            continue
+        result = _wait(client, tx_hash, args.wait)
+        if result is None:
+            if args.json:
+                print_json({"tx_hash": tx_hash, "status": "pending"})
+            else:
+                print(f"submitted {tx_hash}; not committed within {args.wait} s")
+            return 1
+        if (
+            result["status"] == "rejected"
+            and result.get("code") == str(int(Reject.BAD_NONCE))
+            and attempt < NONCE_RETRIES
+        ):
+            _say_retry(args, nonce, attempt)
+            taken.add(nonce)
+            continue
+        print_json(result)
+        return 0 if result["status"] == "committed" else 1
+    raise CliError("unreachable: the retry loop returns or raises")
+
+
+def _wait(client: RpcClient, tx_hash: str, wait_s: float) -> dict[str, Any] | None:
+    deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
-        result = client.call("tx_status", tx_hash=tx_hash)
+        result: dict[str, Any] = client.call("tx_status", tx_hash=tx_hash)
         if result["status"] in ("committed", "rejected"):
-            print_json(result)
-            return 0 if result["status"] == "committed" else 1
+            return result
         time.sleep(0.1)
-    if args.json:
-        print_json({"tx_hash": tx_hash, "status": "pending"})
-    else:
-        print(f"submitted {tx_hash}; not committed within {args.wait} s")
-    return 1
+    return None
+
+
+def _say_retry(args: argparse.Namespace, nonce: int, attempt: int) -> None:
+    print(
+        f"perpchain: nonce {nonce} was taken by another signer of {args.key}; retrying with "
+        f"another free nonce ({attempt + 1}/{NONCE_RETRIES})",
+        file=sys.stderr,
+    )
