@@ -11,6 +11,7 @@ import logging
 import os
 import pathlib
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,11 +21,12 @@ from node.chain.admission import CheckPool
 from node.chain.broadcast import Broadcaster
 from node.chain.clock import Clock, SystemClock
 from node.chain.follower import Follower
+from node.chain.journal import JOURNAL_FILE, TxJournal
 from node.chain.mempool import Mempool
 from node.chain.metrics import Metrics
 from node.chain.producer import ChainStatus, Producer, commit_block
-from node.commands import WriterCommands
-from node.config import NodeConfig, default_config_toml
+from node.commands import FaultCommands, WriterCommands
+from node.config import NodeConfig, default_config_toml, fault_injection_refusal
 from node.core.blocks import (
     BlockEnv,
     BlockHeader,
@@ -233,6 +235,22 @@ def startup_restore(
         raise NodeError(str(refused)) from None
 
 
+def readmit_journal(mempool: Mempool, journal: TxJournal) -> None:
+    """Startup of a producer: re-admit the txs a previous run accepted and journalled but did
+    not include (a kill -9 before their block), through the normal admission path."""
+    started = time.perf_counter()
+    readmitted, dropped, torn = mempool.readmit(journal)
+    log_event(
+        logger,
+        "journal.replayed",
+        level=logging.INFO if readmitted or dropped or torn else logging.DEBUG,
+        readmitted=readmitted,
+        dropped=dropped,
+        torn_bytes=torn,
+        ms=round((time.perf_counter() - started) * 1000, 1),
+    )
+
+
 async def run_node(
     config: NodeConfig,
     *,
@@ -244,6 +262,11 @@ async def run_node(
     home = config.home
     genesis = load_genesis(home)
     following = config.follow_url is not None
+    if config.testing.fault_injection:
+        # NodeConfig.load refused it already; this covers a config built another way.
+        refusal = fault_injection_refusal(genesis.chain_id.decode(errors="replace"))
+        if refusal:
+            raise NodeError(refusal)
     # The event loop (RPC) shares the GIL with worker threads (a follower re-executing a block,
     # a rollback, snapshot work): hand it back within 1 ms instead of Python's default 5 ms.
     # The producer builds blocks on the loop itself, in slices (Producer.produce_one_async).
@@ -264,6 +287,7 @@ async def run_node(
     # sequencer soak each, docs/PERFORMANCE.md).
     gc.set_threshold(NODE_GC_YOUNG, *gc.get_threshold()[1:])
     pool: CheckPool | None = None
+    journal: TxJournal | None = None
     try:
         if not following:
             operator_key = load_key(home, OPERATOR_KEY_FILE, "PERPCHAIN_OPERATOR_KEY")
@@ -330,8 +354,24 @@ async def run_node(
                 metrics=metrics,
                 lane=lane,
             )
+            if config.mempool.journal:
+                journal = TxJournal(
+                    home / JOURNAL_FILE,
+                    sync_ms=config.mempool.journal_sync_ms,
+                    max_bytes=config.mempool.journal_max_bytes,
+                )
+                readmit_journal(mempool, journal)
             commands = WriterCommands(producer, operator, genesis)
             context = NodeContext(store, genesis, status, mempool, commands)
+            if config.testing.fault_injection:
+                context.inject_fault = FaultCommands(commands).inject_fault
+                log_event(
+                    logger,
+                    "node.fault_injection",
+                    level=logging.WARNING,
+                    chain_id=genesis.chain_id.decode(),
+                    note="test-only admin_injectFault registered",
+                )
             writer = producer.run
         public, admin = build_tables(context)
 
@@ -355,8 +395,12 @@ async def run_node(
                 )
             )
             nursery.start_soon(writer)
+            if journal is not None:
+                nursery.start_soon(journal.run_sync_loop)
             task_status.started(bound)
     finally:
+        if journal is not None:
+            journal.close()
         if pool is not None:
             pool.close()
         store.close()

@@ -1,6 +1,7 @@
 """The writer's operator commands (admin RPC): halt/resume, market modes, checkpoints,
-maintenance, rollback, and the drill's fault injection. Imports node.chain, node.core,
-node.ops, node.rpc.jsonrpc, node.store, node.log.
+maintenance, rollback; and, on a devnet/test node configured for it only, the drill's fault
+injection (`FaultCommands`). Imports node.chain, node.core, node.ops, node.rpc.jsonrpc,
+node.store, node.log.
 
 Every command that touches the store runs under the producer's lock, so it happens between
 blocks and never beside one (DESIGN.md decision 2: one writer); slow reads (verification) run in
@@ -24,7 +25,6 @@ from node.core.records import MarketMode
 from node.core.txs import SetMarketMode, SignedTx, sign_tx
 from node.core.view import Overlay, get_nonces
 from node.log import log_event, short_hex
-from node.ops import faults
 from node.ops.rollback import RollbackError, apply_rollback, plan_rollback
 from node.ops.verify import verify_chain
 from node.rpc.jsonrpc import ErrorCode, RpcError
@@ -57,7 +57,10 @@ class WriterCommands:
         self.producer = producer
         self.operator = operator
         self.genesis = genesis
-        self.skip_verify = False  # the drill's second fault hook only
+        # The drill's second fault hook; honoured only on a node built with fault injection
+        # (testing.fault_injection, refused on a production chain), see FaultCommands.
+        self.skip_verify = False
+        self.fault_injection = False
         self._next_nonce = 0
 
     @property
@@ -200,7 +203,7 @@ class WriterCommands:
         async with self.producer.lock:
             self._require_mode("maintenance", "not in maintenance")
             checkpoint = self._pre_maintenance()
-            if not self.skip_verify:
+            if not (self.skip_verify and self.fault_injection):
                 report = await trio.to_thread.run_sync(
                     lambda: verify_chain(self.store, self.genesis, from_checkpoint=checkpoint)
                 )
@@ -293,23 +296,37 @@ class WriterCommands:
         )
         return outcome.to_json()
 
-    # --- fault injection (test-only) ----------------------------------------------------
+
+class FaultCommands:
+    """TEST-ONLY: the incident drill's fault hooks (admin_injectFault). Built by node.app only
+    when `testing.fault_injection` is on, which NodeConfig refuses unless the chain is a
+    devnet/test chain; a normal node never builds it, never imports node.ops.faults, and has
+    no admin_injectFault method (tests/e2e/test_fault_injection_gate.py)."""
+
+    KINDS = ("zero_funding_indices", "bypass_checks")
+
+    def __init__(self, commands: WriterCommands) -> None:
+        self.commands = commands
+        commands.fault_injection = True
+        commands.producer.fault_injection = True
 
     async def inject_fault(self, kind: str) -> dict[str, Any]:
-        try:
-            faults.require_enabled()
-        except faults.FaultInjectionDisabled as error:
-            raise RpcError(ErrorCode.UNAUTHORIZED, str(error)) from None
-        async with self.producer.lock:
+        from node.ops import faults
+
+        producer = self.commands.producer
+        async with producer.lock:
             if kind == "zero_funding_indices":
-                touched = faults.zero_funding_indices(self.store)
+                touched = faults.zero_funding_indices(producer.store)
                 result: dict[str, Any] = {"markets": [str(m) for m in touched]}
             elif kind == "bypass_checks":
-                self.producer.check_invariants = False
-                self.skip_verify = True
+                producer.check_invariants = False
+                self.commands.skip_verify = True
                 result = {"invariants": False, "maintenance_verify": False}
             else:
-                raise RpcError(ErrorCode.INVALID_PARAMS, f"unknown fault {kind!r}")
+                raise RpcError(
+                    ErrorCode.INVALID_PARAMS,
+                    f"unknown fault {ascii(kind)}: one of {', '.join(self.KINDS)}",
+                )
         log_event(logger, "fault.injected", level=logging.CRITICAL, kind=kind, **result)
         return result
 

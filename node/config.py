@@ -26,7 +26,13 @@ TOML layout (every key optional; `home` comes from --home or PERPCHAIN_HOME, nev
               HTTP carries the bearer token; with it, a warning is logged at every start)
     [metrics] enabled = true, listen = "127.0.0.1:9560"
     [mempool] max_txs, max_per_account, max_tx_bytes, check_workers = 1 (processes that check
-              tx_submit batches' signatures; 0 = on the event loop)
+              tx_submit batches' signatures; 0 = on the event loop), journal = true (accepted
+              txs appended to <home>/mempool.journal and re-admitted at restart),
+              journal_sync_ms = 100 (fsync at most this long after an append; 0 = before every
+              answer), journal_max_bytes (node.chain.journal)
+    [testing] fault_injection = false (the drill's admin_injectFault: registered only when
+              true, and refused unless the genesis chain id is a devnet/test chain; also
+              PERPCHAIN_FAULT_INJECTION=1)
     [log]     level = "info", format = "kv" | "json"
 
 Environment: `PERPCHAIN_<KEY>` for top-level keys, `PERPCHAIN_<SECTION>_<KEY>` for the rest,
@@ -39,8 +45,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import ipaddress
+import json
 import os
 import pathlib
+import re
 import tomllib
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -49,11 +57,14 @@ from typing import Any, Final
 
 ENV_PREFIX: Final = "PERPCHAIN_"
 CONFIG_FILE_NAME: Final = "config.toml"
-# PERPCHAIN_* variables that are not settings: the home, key seeds (node.app.load_key) and the
-# drill's test-only fault injection switch (node.ops.faults).
+# PERPCHAIN_* variables that are not settings: the home and key seeds (node.app.load_key).
 NOT_SETTINGS: Final = frozenset(
-    ENV_PREFIX + name for name in ("HOME", "PRODUCER_KEY", "OPERATOR_KEY", "FAULT_INJECTION")
+    ENV_PREFIX + name for name in ("HOME", "PRODUCER_KEY", "OPERATOR_KEY")
 )
+# Chains on which the test-only fault injection may be switched on: a chain id with a
+# `devnet`, `localnet` or `test` component (perpchain-devnet-1, perpchain-test); never
+# `testnet` (shared with others) nor any other chain.
+TEST_CHAIN_ID: Final = re.compile(r"(?:^|[-_.])(?:devnet|localnet|test)(?:[-_.0-9]|$)")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS: Final = ("kv", "json")
 
@@ -142,6 +153,16 @@ class MempoolSettings:
     max_per_account: int = 256
     max_tx_bytes: int = 4_096
     check_workers: int = 1
+    journal: bool = True  # accepted txs journalled in <home>/mempool.journal (node.chain.journal)
+    journal_sync_ms: int = 100  # fsync at most this long after an append; 0: before each answer
+    journal_max_bytes: int = 256 << 20  # appends refused (2007) past this until compacted
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TestingSettings:
+    """Test-only switches. A production config refuses them (see `fault_injection_refusal`)."""
+
+    fault_injection: bool = False  # registers admin_injectFault (node.ops.faults, the drill)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -163,6 +184,7 @@ class NodeConfig:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     mempool: MempoolSettings = field(default_factory=MempoolSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    testing: TestingSettings = field(default_factory=TestingSettings)
 
     @property
     def admin_token_path(self) -> pathlib.Path:
@@ -197,6 +219,7 @@ _SECTIONS: Final[dict[str, type]] = {
     "metrics": MetricsSettings,
     "mempool": MempoolSettings,
     "log": LogSettings,
+    "testing": TestingSettings,
 }
 
 
@@ -237,6 +260,8 @@ _CHECKS: Final[dict[str, Check]] = {
     "mempool.max_per_account": _between(1, 1_000_000),
     "mempool.max_tx_bytes": _between(64, 1 << 20),
     "mempool.check_workers": _between(0, 64),
+    "mempool.journal_sync_ms": _between(0, 60_000),
+    "mempool.journal_max_bytes": _between(1 << 20, 1 << 40),
     "log.level": _one_of(*LOG_LEVELS),
     "log.format": _one_of(*LOG_FORMATS),
 }
@@ -314,9 +339,25 @@ def env_name(dotted: str) -> str:
 
 
 ALIASES: Final = {"follow": "follow_url"}  # `follow = URL` reads as follow_url
-_ENV_NAMES: Final = {env_name(name): name for name in SETTINGS} | {
-    env_name(alias): name for alias, name in ALIASES.items()
-}
+_ENV_NAMES: Final = (
+    {env_name(name): name for name in SETTINGS}
+    | {env_name(alias): name for alias, name in ALIASES.items()}
+    # The drill's historical switch, now a setting like any other (and refused like it).
+    | {ENV_PREFIX + "FAULT_INJECTION": "testing.fault_injection"}
+)
+
+
+def fault_injection_refusal(chain_id: str) -> str | None:
+    """Why fault injection may not run on chain `chain_id`, or None on a devnet/test chain."""
+    if TEST_CHAIN_ID.search(chain_id):
+        return None
+    return (
+        f"testing.fault_injection = true: refused on chain {chain_id!r}. Fault injection "
+        "(admin_injectFault, the incident drill) writes around the writer and skips the "
+        "invariant checks; it is allowed only on a devnet or test chain (a chain id with a "
+        "'devnet', 'localnet' or 'test' component, e.g. perpchain-devnet-1). Remove it from "
+        "config.toml / unset PERPCHAIN_FAULT_INJECTION"
+    )
 
 
 class _Loader:
@@ -447,6 +488,8 @@ class _Loader:
                 "Bind it to 127.0.0.1 or [::1], or put a TLS proxy in front and set "
                 "admin.allow_remote = true (PERPCHAIN_ADMIN_ALLOW_REMOTE=1)"
             )
+        if config.testing.fault_injection:
+            self.check_fault_injection(config.home)
         listeners = [("rpc.listen", config.rpc.listen)]
         if config.admin.enabled:
             listeners.append(("admin.listen", config.admin.listen))
@@ -458,6 +501,21 @@ class _Loader:
             if addr.port != 0 and key in seen:
                 self.problems.append(f"{name} = {addr}: the same address as {seen[key]}")
             seen.setdefault(key, name)
+
+    def check_fault_injection(self, home: pathlib.Path) -> None:
+        """The test-only switch is refused unless the home's genesis is a devnet/test chain."""
+        path = home / "genesis.json"
+        try:
+            chain_id = json.loads(path.read_text())["chain_id"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            self.problems.append(
+                f"testing.fault_injection = true: cannot read the chain id from {path} "
+                f"({error}); fault injection is allowed only on a devnet or test chain"
+            )
+            return
+        problem = fault_injection_refusal(str(chain_id))
+        if problem:
+            self.problems.append(problem)
 
 
 def default_config_toml() -> str:

@@ -15,7 +15,8 @@ and checks every claim.
     TP/SL and re-applies the deposits; the follower checks the operator-signed notice, rolls
     back, resumes, and both nodes agree on the head.
 
-Fault injection is refused unless the node runs with PERPCHAIN_FAULT_INJECTION=1.
+Fault injection exists only on a node started with PERPCHAIN_FAULT_INJECTION=1 (or `[testing]
+fault_injection = true`), which NodeConfig refuses unless the chain is a devnet/test chain.
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ over the chain id) plus the signer's nonce window against committed state, so a 
 reaches a block fails there only for reasons of state (margin, book). Rejections raise
 TxRejected (the RPC maps them to 1000 + code) or MempoolFull.
 
+With a journal (node.chain.journal, producing nodes), every tx admitted is appended to it
+before `add` returns, and `clear` empties it; `readmit` is the startup path that re-admits what
+a previous run journalled, through the same checks.
+
 The stateless part can be done ahead for a whole RPC batch in the admission worker process
 (`precheck`); `add` then finds the outcome by the tx's bytes and only runs the stateful part
 on the event loop. A tx nobody pre-checked is checked in-process, with the same outcome.
@@ -17,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from node.chain.admission import CheckPool, check_tx
+from node.chain.journal import JournalFull, TxJournal
 from node.config import MempoolSettings
 from node.core.errors import TxRejected
 from node.core.transition import use_nonce
@@ -50,6 +55,44 @@ class Mempool:
         self._per_sender: dict[bytes, int] = {}
         self._pool = pool
         self._prechecked: dict[bytes, SignedTx | TxRejected] = {}
+        self._journal: TxJournal | None = None
+        self._live_bytes = 0  # raw bytes of the pending txs (the journal's compaction rule)
+
+    @property
+    def journal(self) -> TxJournal | None:
+        return self._journal
+
+    @property
+    def accepted(self) -> str:
+        """What an accepted tx_submit promises: `journal`, `journal_fsynced` or `memory`."""
+        return "memory" if self._journal is None else self._journal.accepted
+
+    def readmit(self, journal: TxJournal) -> tuple[int, int, int]:
+        """Startup: re-admit every tx `journal` holds through the normal admission path (those
+        already used or now invalid are dropped), rewrite the journal with what was kept (the
+        torn tail of a kill -9 goes too), then journal every later admission. Returns
+        (readmitted, dropped, torn_bytes)."""
+        contents = journal.open_and_read()
+        readmitted = dropped = 0
+        for raw in contents.records:
+            try:
+                before = len(self._txs)
+                self.add(raw)
+                readmitted += len(self._txs) - before
+            except (TxRejected, MempoolFull):
+                dropped += 1
+        journal.rewrite(tx.raw for tx in self._txs.values())
+        self._journal = journal
+        return readmitted, dropped, contents.torn_bytes
+
+    def compact_journal(self) -> bool:
+        """After a committed block (nothing taken is in flight): rewrite the journal with the
+        pending txs when it has grown past twice their size plus the slack."""
+        journal = self._journal
+        if journal is None or not journal.needs_compaction(self._live_bytes):
+            return False
+        journal.compact([tx.raw for tx in self._txs.values()])
+        return True
 
     def __len__(self) -> int:
         return len(self._txs)
@@ -91,8 +134,18 @@ class Mempool:
         count = self._per_sender.get(tx.signer, 0)
         if count >= self._settings.max_per_account:
             raise MempoolFull(f"sender has {count} pending txs")
+        if self._journal is not None:
+            # Journalled before it is pending: an answer is never given for a tx a crash
+            # right after it would lose (node.chain.journal for what survives what).
+            try:
+                self._journal.append(tx.raw)
+            except JournalFull as full:
+                raise MempoolFull(str(full)) from None
+            except OSError as error:
+                raise MempoolFull(f"tx journal write failed: {error.strerror}") from None
         self._txs[tx.tx_hash] = tx
         self._per_sender[tx.signer] = count + 1
+        self._live_bytes += len(tx.raw)
         return tx
 
     def take(self, limit: int) -> list[SignedTx]:
@@ -105,6 +158,7 @@ class Mempool:
                 self._per_sender[tx.signer] = left
             else:
                 del self._per_sender[tx.signer]
+            self._live_bytes -= len(tx.raw)
             out.append(tx)
         return out
 
@@ -113,6 +167,9 @@ class Mempool:
         dropped = len(self._txs)
         self._txs.clear()
         self._per_sender.clear()
+        self._live_bytes = 0
+        if self._journal is not None:
+            self._journal.rewrite([])
         return dropped
 
     def push_front(self, tx: SignedTx) -> None:
@@ -120,3 +177,4 @@ class Mempool:
         self._txs[tx.tx_hash] = tx
         self._txs.move_to_end(tx.tx_hash, last=False)
         self._per_sender[tx.signer] = self._per_sender.get(tx.signer, 0) + 1
+        self._live_bytes += len(tx.raw)

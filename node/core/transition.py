@@ -586,7 +586,8 @@ def apply_block(
 
     Raises BlockInvalid for a block of another chain and InvariantViolation when the
     post-state breaks an invariant (nothing may be committed then). `invariants=False` exists
-    for the incident drill's fault injection only (node.ops.faults): never in production.
+    for tests and the incident drill only: a node passes it only when built with the test-only
+    fault injection (node.commands.FaultCommands), which a production config refuses.
     `full_scan=False` checks the per-market invariants only (check_invariants)."""
     return drive(
         apply_block_steps(

@@ -20,7 +20,7 @@ from node.core.errors import Reject, TxRejected
 from node.core.genesis import Genesis
 from node.core.records import Market, MarketMode, Order
 from node.core.txs import decode_tx
-from node.core.view import Overlay, get_nonces, get_params
+from node.core.view import Overlay, get_nonces
 from node.rpc.jsonrpc import (
     ErrorCode,
     MethodTable,
@@ -56,8 +56,6 @@ class Commands(Protocol):
 
     async def maintenance_job(self, kind: str) -> dict[str, Any]: ...
 
-    async def inject_fault(self, kind: str) -> dict[str, Any]: ...
-
     async def checkpoint_create(
         self, name: str, *, height: int | None, reason: str
     ) -> dict[str, Any]: ...
@@ -76,6 +74,9 @@ class NodeContext:
     commands: Commands | None
     # A follower forwards tx_submit to its source: raw hex -> the source's result.
     forward_tx: Callable[[str], Awaitable[Any]] | None = None
+    # TEST-ONLY (the drill): set only on a devnet/test node with testing.fault_injection;
+    # admin_injectFault exists only then (node.commands.FaultCommands).
+    inject_fault: Callable[[str], Awaitable[Any]] | None = None
 
 
 MAX_MARKET_ID = 2**32 - 1  # market ids are u32 in the state keys (node.core.keys)
@@ -318,23 +319,8 @@ def build_tables(ctx: NodeContext) -> tuple[MethodTable, MethodTable]:
     async def get_nonce(params: dict[str, Any]) -> Any:
         check_params(params, ("address",))
         address = hex_param(params, "address", length=32)
-        view = Overlay(store)
-        nonces = get_nonces(view, address)
-        window = get_params(view).nonce_window
-        used = [
-            _s(nonces.base_nonce + 1 + bit)
-            for bit in range(window - 1)
-            if (nonces.used_bits >> bit) & 1
-        ]
-        # next_nonce is the lowest unused one; nonces up to next_nonce + window - 1 are
-        # accepted in any order, except those already used (a second signer of the same key
-        # picks a free one: perpchain tx does).
-        return {
-            "address": address.hex(),
-            "next_nonce": _s(nonces.base_nonce),
-            "window": _s(window),
-            "used": used,
-        }
+        nonces = get_nonces(Overlay(store), address)
+        return {"address": address.hex(), "next_nonce": _s(nonces.base_nonce)}
 
     @public.method("perp_getOrderBook")
     async def get_book(params: dict[str, Any]) -> Any:
@@ -405,7 +391,11 @@ def build_tables(ctx: NodeContext) -> tuple[MethodTable, MethodTable]:
             raise tx_rejected(rejected) from None
         except MempoolFull as full:
             raise RpcError(ErrorCode.MEMPOOL_FULL, str(full)) from None
-        return {"tx_hash": tx.tx_hash.hex()}
+        # `accepted` says what the answer promises (docs/RPC.md, "What tx_submit promises").
+        journal = ctx.mempool.journal
+        if journal is not None:
+            await journal.sync_for_answer()
+        return {"tx_hash": tx.tx_hash.hex(), "accepted": ctx.mempool.accepted}
 
     @public.method("tx_status")
     async def tx_status(params: dict[str, Any]) -> Any:
@@ -477,11 +467,14 @@ def build_tables(ctx: NodeContext) -> tuple[MethodTable, MethodTable]:
             reason=str_param(params, "reason", default="operator rollback", max_len=200),
         )
 
-    @admin.method("admin_injectFault")
-    async def admin_inject_fault(params: dict[str, Any]) -> Any:
-        """Test-only (the incident drill): refused unless PERPCHAIN_FAULT_INJECTION=1."""
-        check_params(params, ("kind",))
-        return await commands().inject_fault(str_param(params, "kind", max_len=64))
+    inject_fault = ctx.inject_fault
+    if inject_fault is not None:
+
+        @admin.method("admin_injectFault")
+        async def admin_inject_fault(params: dict[str, Any]) -> Any:
+            """Test-only (the incident drill); registered only with testing.fault_injection."""
+            check_params(params, ("kind",))
+            return await inject_fault(str_param(params, "kind", max_len=64))
 
     @public.method("chain_getRollbacks")
     async def get_rollbacks(params: dict[str, Any]) -> Any:

@@ -66,7 +66,6 @@ PARAMS: dict[str, tuple[str, ...]] = {
     "admin_maintenanceEnd": ("expect_root",),
     "admin_maintenanceJob": ("kind",),
     "admin_rollback": ("to_height", "to_checkpoint", "dry_run", "reason"),
-    "admin_injectFault": ("kind",),
     "admin_checkpointCreate": ("name", "reason", "height"),
     "admin_checkpointList": (),
     "admin_checkpointDelete": ("name",),
