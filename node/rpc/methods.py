@@ -20,7 +20,7 @@ from node.core.errors import Reject, TxRejected
 from node.core.genesis import Genesis
 from node.core.records import Market, MarketMode, Order
 from node.core.txs import decode_tx
-from node.core.view import Overlay, get_nonces
+from node.core.view import Overlay, get_nonces, get_params
 from node.rpc.jsonrpc import (
     ErrorCode,
     MethodTable,
@@ -319,8 +319,23 @@ def build_tables(ctx: NodeContext) -> tuple[MethodTable, MethodTable]:
     async def get_nonce(params: dict[str, Any]) -> Any:
         check_params(params, ("address",))
         address = hex_param(params, "address", length=32)
-        nonces = get_nonces(Overlay(store), address)
-        return {"address": address.hex(), "next_nonce": _s(nonces.base_nonce)}
+        view = Overlay(store)
+        nonces = get_nonces(view, address)
+        window = get_params(view).nonce_window
+        used = [
+            _s(nonces.base_nonce + 1 + bit)
+            for bit in range(window - 1)
+            if (nonces.used_bits >> bit) & 1
+        ]
+        # next_nonce is the lowest unused one; nonces up to next_nonce + window - 1 are
+        # accepted in any order, except those already used (a second signer of the same key
+        # picks a free one: perpchain tx does).
+        return {
+            "address": address.hex(),
+            "next_nonce": _s(nonces.base_nonce),
+            "window": _s(window),
+            "used": used,
+        }
 
     @public.method("perp_getOrderBook")
     async def get_book(params: dict[str, Any]) -> Any:
