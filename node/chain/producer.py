@@ -137,10 +137,11 @@ def event_json(item: Event) -> dict[str, Any]:
 def publish_block(
     broadcaster: Broadcaster, header: BlockHeader, receipts: Any, events: tuple[Event, ...]
 ) -> None:
-    """New head to `new_heads`; fills and liquidations to each account's topic."""
+    """New head to `new_heads`; fills, liquidations and deleveragings to each account's
+    topic (both sides: a deleveraged counterparty learns it paid towards a deficit)."""
     broadcaster.publish(NEW_HEADS, header_json(header))
     for item in [e for r in receipts for e in r.events] + list(events):
-        if item.kind in (EventKind.FILL, EventKind.LIQUIDATION):
+        if item.kind in (EventKind.FILL, EventKind.LIQUIDATION, EventKind.DELEVERAGED):
             for who in {item.account, item.counterparty} - {b""}:
                 topic = account_topic(who.hex())
                 if broadcaster.has_subscribers(topic):

@@ -16,7 +16,7 @@ from node.chain.producer import ChainStatus, event_json, header_json
 from node.chain.remote import RemoteCallError, RemoteUnavailable
 from node.core import merkle, queries
 from node.core.blocks import encode_notice, header_hash
-from node.core.errors import Reject, TxRejected
+from node.core.errors import NONCE_UNUSED_CODES, Reject, TxRejected
 from node.core.genesis import Genesis
 from node.core.records import Market, MarketMode, Order
 from node.core.txs import decode_tx
@@ -232,7 +232,8 @@ def build_tables(ctx: NodeContext) -> tuple[MethodTable, MethodTable]:
             return None
         height, position = location
         receipts = blocks_db.get_receipts(store, height)
-        assert receipts is not None
+        if receipts is None:
+            raise RpcError(ErrorCode.INTERNAL_ERROR, f"no receipts record at height {height}")
         receipt = receipts.receipts[position]
         try:
             name = Reject(receipt.code).name if receipt.code else "OK"
@@ -244,6 +245,9 @@ def build_tables(ctx: NodeContext) -> tuple[MethodTable, MethodTable]:
             "index": _s(position),
             "code": _s(receipt.code),
             "code_name": name,
+            # A tx past its signature and nonce checks used its nonce, even if its body was
+            # rejected: those signed bytes can never be applied again (docs/PROTOCOL.md).
+            "nonce_used": receipt.code not in NONCE_UNUSED_CODES,
             "events": [event_json(e) for e in receipt.events],
         }
 
@@ -269,7 +273,8 @@ def build_tables(ctx: NodeContext) -> tuple[MethodTable, MethodTable]:
             root = store.root(height)
         except HeightUnavailable as error:
             raise RpcError(ErrorCode.HEIGHT_PRUNED, str(error)) from None
-        assert merkle.verify_proof(root, key, value, proof)
+        if not merkle.verify_proof(root, key, value, proof):  # our store is wrong: say so
+            raise RpcError(ErrorCode.INTERNAL_ERROR, "the proof does not verify against the root")
         return {
             "key": key.hex(),
             "value": None if value is None else value.hex(),
