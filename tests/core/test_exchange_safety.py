@@ -269,24 +269,26 @@ def _leveraged_long(chain: Chain, size: int = 320 * UNIT) -> tuple[Any, Any]:
     return a, b
 
 
+def _margins_doubled(chain: Chain) -> Any:
+    """The operator raises BTC's margins to 20% / 10%: a liquidation wave with no price move."""
+    return chain.sign(
+        SetMarketParams,
+        chain.key("devnet/operator"),
+        market_id=BTC,
+        initial_margin_ppm=200_000,
+        maintenance_margin_ppm=100_000,
+        max_funding_rate_ppm=1000,
+    )
+
+
 def test_a_liquidation_storm_without_a_price_move_closes_that_market_not_the_chain() -> None:
     """Observed: ~51 liquidations in one block tripped the breaker and halted the chain."""
     chain = Chain()
     a, _ = _leveraged_long(chain)
     chain.block(chain.order(chain.trader(3), Side.BUY, UNIT, 59_000 * USD, market_id=BTC))
-    operator = chain.key("devnet/operator")
     # The maintenance margin is raised (no price move): a's long and b's short, 19.2M USD
     # each, are liquidated.
-    chain.block(
-        chain.sign(
-            SetMarketParams,
-            operator,
-            market_id=BTC,
-            initial_margin_ppm=200_000,
-            maintenance_margin_ppm=100_000,
-            max_funding_rate_ppm=1000,
-        )
-    )
+    chain.block(_margins_doubled(chain))
     assert chain.position(a) == 0 and chain.position(chain.trader(1)) == 0
     assert chain.market(BTC).mode == MarketMode.CANCEL_ONLY
     assert chain.market(2).mode == MarketMode.OPEN  # the other markets trade on
@@ -304,17 +306,7 @@ def test_many_dust_liquidations_do_not_trip_the_breaker() -> None:
     chain.block(chain.order(maker, Side.SELL, 60 * size, PRICE))
     chain.block(*(chain.order(k, Side.BUY, size, PRICE, tif=IOC) for k in keys_))
     assert all(chain.position(k) == size for k in keys_)
-    operator = chain.key("devnet/operator")
-    chain.block(  # maintenance margin 10%: all 60 under it at once, with no price move
-        chain.sign(
-            SetMarketParams,
-            operator,
-            market_id=BTC,
-            initial_margin_ppm=200_000,
-            maintenance_margin_ppm=100_000,
-            max_funding_rate_ppm=1000,
-        )
-    )
+    chain.block(_margins_doubled(chain))  # all 60 under maintenance at once, no price move
     assert all(chain.position(k) == 0 for k in keys_)
     assert chain.market(BTC).mode == MarketMode.OPEN
     _quote_conserved(chain)

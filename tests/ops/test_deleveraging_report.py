@@ -15,6 +15,7 @@ from node.core.txs import SignedTx
 from node.ops.incident import compensation_report
 from node.store import VersionedStore, blocks_db
 from tests.core.harness import BTC, UNIT, USD, Chain, devnet_doc
+from tests.ops.test_incident import reconciles
 
 
 def test_the_report_of_a_rollback_over_a_deleveraging(tmp_path: pathlib.Path) -> None:
@@ -64,16 +65,5 @@ def test_the_report_of_a_rollback_over_a_deleveraging(tmp_path: pathlib.Path) ->
     assert rows[b.public_key].deleveraged_quote == -paid
     assert rows[a.public_key].liquidated_size_atoms == f"{BTC}:{320 * UNIT}"
     assert report.totals["deleveraged_quote"] == 0
-    for row in (rows[a.public_key], rows[b.public_key]):
-        assert row.difference_quote == (
-            row.realized_pnl_quote
-            + row.funding_quote
-            - row.fees_quote
-            - row.penalty_quote
-            + row.insurance_cover_quote
-            + row.deposits_quote
-            - row.withdrawals_quote
-            + row.unrealized_reverted_quote
-            - row.unrealized_restored_quote
-        )
+    assert reconciles(rows[a.public_key]) and reconciles(rows[b.public_key])
     assert report.to_json()["summary"]["deleveragings"][0]["paid_quote"] == str(paid)
