@@ -205,8 +205,10 @@ def _add_tx_kinds(tx_parser: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         metavar="QUOTE_ATOMS",
-        help="quote atoms per whole base unit (60,000 USD = 60000000000); for --type market the "
-        "worst price accepted, 0 = any (default: %(default)s)",
+        help="quote atoms per whole base unit (60,000 USD = 60000000000): a limit order's price, "
+        "within the market's band around the oracle; for market, stop_loss and take_profit "
+        "orders the worst price accepted, 0 = any (a fill still stays inside the band) "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--size",
@@ -305,7 +307,11 @@ def _add_tx_kinds(tx_parser: argparse.ArgumentParser) -> None:
     for flag, what in (
         ("--initial-margin-ppm", "initial margin, ppm of the notional (100000 = 10%%)"),
         ("--maintenance-margin-ppm", "maintenance margin, ppm of the notional (50000 = 5%%)"),
-        ("--max-funding-rate-ppm", "the cap on the funding rate, ppm (1000 = 0.1%%)"),
+        (
+            "--max-funding-rate-ppm",
+            "the cap on the funding rate per funding period (genesis funding_period_ms), ppm "
+            "(1000 = 0.1%%); applies from the next funding tick",
+        ),
     ):
         p.add_argument(
             flag, type=int, metavar="PPM", help=f"{what}; default: the market's current value"
