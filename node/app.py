@@ -361,6 +361,21 @@ async def run_node(
                     max_bytes=config.mempool.journal_max_bytes,
                 )
                 readmit_journal(mempool, journal)
+            window = store.maintenance()
+            if window is not None:
+                # Stored by `maintenance begin` (issue 13): a node restarted inside the window
+                # serves reads, refuses txs (2002) and produces nothing until `maintenance end`
+                # passes its checks. The pin and epoch were written in the marker's batch.
+                producer.enter_maintenance(window)
+                log_event(
+                    logger,
+                    "maintenance.resumed",
+                    level=logging.WARNING,
+                    height=store.height,
+                    checkpoint=window.checkpoint,
+                    epoch=window.epoch,
+                    reason=window.reason,
+                )
             commands = WriterCommands(producer, operator, genesis)
             context = NodeContext(store, genesis, status, mempool, commands)
             if config.testing.fault_injection:
@@ -377,6 +392,9 @@ async def run_node(
 
         def health() -> HealthReport:
             fields = {"height": str(store.height), "mode": status.mode}
+            if status.mode == "maintenance" and status.maintenance is not None:
+                fields["maintenance_checkpoint"] = status.maintenance.checkpoint
+                fields["maintenance_reason"] = status.maintenance.reason
             if status.mode == "halted":
                 return HealthReport(ok=False, reason=status.halt_reason, fields=fields)
             return HealthReport(ok=True, fields=fields)

@@ -137,7 +137,12 @@ class WriterCommands:
 
     async def maintenance_begin(self, reason: str) -> dict[str, Any]:
         """Finish the block in flight, commit an operator block putting every market in
-        CANCEL_ONLY, pin `pre-maintenance-<height>`, bump the fencing epoch, stop producing."""
+        CANCEL_ONLY, pin `pre-maintenance-<height>`, bump the fencing epoch, stop producing.
+
+        The window is stored (VersionedStore.maintenance): its marker, the pin and the epoch
+        are written in the operator block's own batch (or, when every market is CANCEL_ONLY
+        already and no block is needed, as one batch of their own), so a crash leaves either
+        all of it or none, and a restarted node comes back in maintenance (issue 13)."""
         async with self.producer.lock:
             self._require_mode("producing", "maintenance begins only from producing")
             txs = [
@@ -145,43 +150,72 @@ class WriterCommands:
                 for m in markets(self.store)
                 if m.mode != MarketMode.CANCEL_ONLY
             ]
-            if txs and self.producer.produce_txs(txs) is None:
-                raise RpcError(ErrorCode.NODE_HALTED, self.status.halt_reason)
-            height = self.store.height
-            name = f"{PRE_MAINTENANCE}{height}"
-            self._pin_pre_maintenance(name, reason)
-            epoch = self.store.advance_epoch()
-            self.status.mode = "maintenance"
-            self.status.halt_reason = f"maintenance: {reason}" if reason else "maintenance"
-            if self.producer.metrics:
-                self.producer.metrics.set_mode("maintenance")
+            store = self.store
+            if txs:
+                # The pin is taken at the operator block, whose root is known once it is staged.
+                expected = store.height + 1
+                self._check_pre_maintenance_pin(f"{PRE_MAINTENANCE}{expected}", expected, None)
+
+                def meta(height: int, root: bytes) -> dict[bytes, bytes | None]:
+                    if height != expected:
+                        raise RuntimeError(f"operator block at {height}, expected {expected}")
+                    entries: dict[bytes, bytes | None] = store.maintenance_begin_meta(
+                        reason=reason,
+                        checkpoint=f"{PRE_MAINTENANCE}{height}",
+                        height=height,
+                        root=root,
+                    )
+                    return entries
+
+                if self.producer.produce_txs(txs, meta) is None:
+                    raise RpcError(ErrorCode.NODE_HALTED, self.status.halt_reason)
+            else:
+                height = store.height
+                name = f"{PRE_MAINTENANCE}{height}"
+                pin = self._check_pre_maintenance_pin(name, height, store.root())
+                store.write_meta(
+                    store.maintenance_begin_meta(
+                        reason=reason, checkpoint=name, height=height, root=store.root(), pin=pin
+                    )
+                )
+            window = store.maintenance()
+            if window is None:
+                raise RuntimeError("maintenance begin wrote no marker")
+            self.producer.enter_maintenance(window)
         log_event(
-            logger, "maintenance.begun", height=height, checkpoint=name, epoch=epoch, reason=reason
+            logger,
+            "maintenance.begun",
+            height=window.height,
+            checkpoint=window.checkpoint,
+            epoch=window.epoch,
+            reason=reason,
         )
         return {
             "mode": "maintenance",
-            "checkpoint": name,
-            "height": str(height),
-            "state_root": self.store.root().hex(),
-            "epoch": str(epoch),
+            "checkpoint": window.checkpoint,
+            "height": str(window.height),
+            "state_root": store.root().hex(),
+            "epoch": str(window.epoch),
         }
 
-    def _pin_pre_maintenance(self, name: str, reason: str) -> None:
-        """Pin the head as `name`. A second maintenance at the same height (begin, end, begin
-        before the next block) finds its pin already there: the same state, so it is kept;
-        a pin of that name at another root is refused (issue 20: this was an internal error)."""
+    def _check_pre_maintenance_pin(self, name: str, height: int, root: bytes | None) -> bool:
+        """Whether the pin `name` must be written. A second maintenance at the same height
+        (begin, end, begin before the next block) finds its pin already there: the same
+        state, so it is kept; a pin of that name at another state is refused (issue 20: this
+        was an internal error). `root` None: the state is a block not yet built, so any pin
+        of that name is at another state."""
         try:
             existing = self.store.get_checkpoint(name)
         except KeyError:
-            self.store.checkpoint(name, reason=reason or "maintenance")
-            return
-        if existing.height != self.store.height or existing.root != self.store.root():
+            return True
+        if root is None or existing.height != height or existing.root != root:
             raise RpcError(
                 ErrorCode.WRONG_MODE,
                 f"checkpoint {name!r} exists at another state (height {existing.height}); "
                 "delete it (admin_checkpointDelete) before maintenance",
                 {"mode": self.status.mode},
             )
+        return False
 
     def _require_mode(self, mode: str, message: str) -> None:
         if self.status.mode != mode:
@@ -192,6 +226,12 @@ class WriterCommands:
             )
 
     def _pre_maintenance(self) -> str:
+        window = self.store.maintenance()
+        if window is not None:
+            try:
+                return str(self.store.get_checkpoint(window.checkpoint).name)
+            except KeyError:
+                pass  # deleted by hand: the latest pre-maintenance pin, as before issue 13
         pins = [c for c in self.store.checkpoints() if c.name.startswith(PRE_MAINTENANCE)]
         if not pins:
             raise RpcError(ErrorCode.WRONG_MODE, "no pre-maintenance checkpoint")
@@ -230,10 +270,10 @@ class WriterCommands:
                     f"maintenance end refused: the head root is {root.hex()}, "
                     f"expected {expect_root.hex()}",
                 )
-            self.status.mode = "producing"
-            self.status.halt_reason = ""
-            if self.producer.metrics:
-                self.producer.metrics.set_mode("producing")
+            # The checks passed: the marker goes in one batch, then the mode follows. A crash
+            # before the write leaves the node in maintenance, after it producing.
+            self.store.write_meta(self.store.maintenance_end_meta())
+            self.producer.leave_maintenance()
         log_event(logger, "maintenance.ended", height=self.store.height, root=short_hex(root))
         return {"mode": "producing", "height": str(self.store.height), "state_root": root.hex()}
 
@@ -276,10 +316,11 @@ class WriterCommands:
             self.producer.check_invariants = True
             self.skip_verify = False
             self.status.head = outcome.recovery
-            self.status.mode = "producing"
-            self.status.halt_reason = ""
-            if self.producer.metrics:
-                self.producer.metrics.set_mode("producing")
+            # The store's rollback_to removed a maintenance marker in its first batch: a
+            # rollback ends a maintenance window (docs/OPERATIONS.md, "Maintenance mode").
+            if self.store.maintenance() is not None:
+                raise RuntimeError("a rollback left the maintenance marker")
+            self.producer.leave_maintenance()
             broadcaster = self.producer.broadcaster
             if broadcaster is not None:
                 broadcaster.publish(ROLLBACKS, notice_json(outcome.notice))

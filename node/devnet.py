@@ -322,8 +322,11 @@ def main(argv: list[str] | None = None) -> int:
                     f"{m['market'].split('-')[0]}={int(m['open_interest']) / 1e8:g}"
                     for m in markets
                 )
+                mode = status["mode"]
+                if mode == "maintenance" and status.get("maintenance"):
+                    mode += f" ({status['maintenance']['checkpoint']})"
                 line = (
-                    f"height {status['height']}  {rate:6.1f} tx/s  mode {status['mode']}  "
+                    f"height {status['height']}  {rate:6.1f} tx/s  mode {mode}  "
                     f"OI {oi}  root {status['state_root'][:12]}"
                 )
                 for i, (_, follower_client) in enumerate(followers, start=1):

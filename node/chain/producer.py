@@ -13,7 +13,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -48,6 +48,9 @@ logger = logging.getLogger("perpchain.producer")
 
 NEW_HEADS = "new_heads"
 R = TypeVar("R")
+# Meta entries written with an operator block, built from its (height, state root): the
+# maintenance marker, pin and epoch (VersionedStore.maintenance_begin_meta).
+BlockMeta = Callable[[int, bytes], Mapping[bytes, bytes | None]]
 
 
 async def drive_in_slices(steps: Steps[R], lane: WorkLane) -> R:
@@ -102,6 +105,10 @@ class ChainStatus:
     committed_txs: int = 0
     source: str = ""  # a follower: the node it follows
     source_height: int = -1  # a follower: the source's head as last seen
+    # An open maintenance window (the store's marker, VersionedStore.maintenance()); None when
+    # there is none. It outlives halts and restarts: only `maintenance end` or a rollback
+    # closes it.
+    maintenance: Any = None
     started_ms: int = field(default_factory=lambda: time.time_ns() // 1_000_000)
 
 
@@ -196,15 +203,20 @@ def prepare_block_steps(
     return PreparedBlock(staged, header, block, receipts, records, blocks_db.hash_index(block))
 
 
-def commit_prepared(store: VersionedStore, prepared: PreparedBlock) -> BlockHeader:
-    """State, block, receipts and indexes in one synced batch."""
-    return drive(commit_prepared_steps(store, prepared))
+def commit_prepared(
+    store: VersionedStore, prepared: PreparedBlock, meta: BlockMeta | None = None
+) -> BlockHeader:
+    """State, block, receipts and indexes (and `meta`'s entries) in one synced batch."""
+    return drive(commit_prepared_steps(store, prepared, meta))
 
 
-def commit_prepared_steps(store: VersionedStore, prepared: PreparedBlock) -> Steps[BlockHeader]:
+def commit_prepared_steps(
+    store: VersionedStore, prepared: PreparedBlock, meta: BlockMeta | None = None
+) -> Steps[BlockHeader]:
     """commit_prepared as steps (VersionedStore.commit_staged_steps)."""
+    entries = None if meta is None else meta(prepared.header.height, prepared.staged.root)
     yield from store.commit_staged_steps(
-        prepared.staged, records=prepared.records, index=prepared.index
+        prepared.staged, records=prepared.records, index=prepared.index, meta=entries
     )
     return prepared.header
 
@@ -280,20 +292,43 @@ class Producer:
         log_event(logger, "node.halted", level=logging.CRITICAL, reason=reason)
 
     def resume(self) -> None:
+        """Out of HALTED: back to producing, or to maintenance if a window is open (a resume
+        never skips the checks of `maintenance end`)."""
         if self.status.mode == "halted":
-            self.status.mode = "producing"
-            self.status.halt_reason = ""
-            if self.metrics:
-                self.metrics.set_mode("producing")
-            log_event(logger, "node.resumed", height=self.store.height)
+            if self.status.maintenance is not None:
+                self.enter_maintenance(self.status.maintenance)
+            else:
+                self.status.mode = "producing"
+                self.status.halt_reason = ""
+                if self.metrics:
+                    self.metrics.set_mode("producing")
+            log_event(logger, "node.resumed", height=self.store.height, mode=self.status.mode)
+
+    def enter_maintenance(self, window: Any) -> None:
+        """Mode maintenance for the window `window` (a node.store.Maintenance, stored)."""
+        self.status.maintenance = window
+        self.status.mode = "maintenance"
+        reason = window.reason
+        self.status.halt_reason = f"maintenance: {reason}" if reason else "maintenance"
+        if self.metrics:
+            self.metrics.set_mode("maintenance")
+
+    def leave_maintenance(self) -> None:
+        """The window's marker is gone from the store: produce again."""
+        self.status.maintenance = None
+        self.status.mode = "producing"
+        self.status.halt_reason = ""
+        if self.metrics:
+            self.metrics.set_mode("producing")
 
     def produce_one(self) -> BlockHeader | None:
         """Build, check and commit one block; None (and HALTED) on an invariant violation."""
         return self.produce_txs(self.mempool.take(self.max_block_txs))
 
-    def produce_txs(self, txs: list[Any]) -> BlockHeader | None:
-        """One block of exactly `txs` (operator blocks), on this thread."""
-        return self._commit(txs, *self._apply(txs))
+    def produce_txs(self, txs: list[Any], meta: BlockMeta | None = None) -> BlockHeader | None:
+        """One block of exactly `txs` (operator blocks), on this thread; `meta(height, root)`
+        gives meta entries written in the block's own batch (maintenance begin)."""
+        return self._commit(txs, *self._apply(txs), meta=meta)
 
     async def produce_one_async(self) -> BlockHeader | None:
         """As produce_one, without holding reads back while a big block is computed, and with
@@ -376,7 +411,14 @@ class Producer:
         return env, (prepared, result), started, time.perf_counter()
 
     def _commit(
-        self, txs: list[Any], env: BlockEnv, outcome: Any, started: float, applied: float
+        self,
+        txs: list[Any],
+        env: BlockEnv,
+        outcome: Any,
+        started: float,
+        applied: float,
+        *,
+        meta: BlockMeta | None = None,
     ) -> BlockHeader | None:
         if isinstance(outcome, InvariantViolation):
             if self.metrics:
@@ -384,7 +426,7 @@ class Producer:
             self.halt(f"invariant violated at height {env.height}: {outcome}")
             return None
         prepared, result = outcome
-        header = commit_prepared(self.store, prepared)
+        header = commit_prepared(self.store, prepared, meta)
         self._committed(txs, header, started, applied, result)
         log_block_alerts(logger, header.height, result)
         self._publish(header, result)

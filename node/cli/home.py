@@ -8,6 +8,7 @@ import json
 import os
 import pathlib
 import signal
+import sys
 from typing import Any
 
 from node.cli.common import address, print_json, rpc_client
@@ -91,7 +92,18 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    print_json(rpc_client(args).call("node_status"))
+    """node_status as JSON on stdout; a node in maintenance is also named on stderr (the window
+    survives restarts: only `maintenance end` or a rollback closes it)."""
+    status = rpc_client(args).call("node_status")
+    print_json(status)
+    window = status.get("maintenance") if isinstance(status, dict) else None
+    if window and status.get("mode") == "maintenance":
+        print(
+            f"in maintenance since height {window['height']} (checkpoint {window['checkpoint']}, "
+            f"epoch {window['epoch']}): {window['reason'] or '-'}; "
+            "`perpchain maintenance end` resumes producing",
+            file=sys.stderr,
+        )
     return 0
 
 

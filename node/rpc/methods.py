@@ -90,6 +90,18 @@ def _s(value: int) -> str:
     return str(value)
 
 
+def _maintenance_json(window: Any) -> dict[str, str] | None:
+    """node_status's `maintenance`: the open window (node.store.Maintenance) or None."""
+    if window is None:
+        return None
+    return {
+        "reason": window.reason,
+        "checkpoint": window.checkpoint,
+        "epoch": _s(window.epoch),
+        "height": _s(window.height),
+    }
+
+
 def market_json(market: Market, reader: Any) -> dict[str, Any]:
     bids, asks = queries.book_levels(reader, market.market_id, 1)
     return {
@@ -159,6 +171,7 @@ def build_tables(ctx: NodeContext) -> tuple[MethodTable, MethodTable]:
             "state_root": store.root().hex(),
             "mode": ctx.status.mode,
             "halt_reason": ctx.status.halt_reason or None,
+            "maintenance": _maintenance_json(ctx.status.maintenance),
             "mempool_size": _s(len(ctx.mempool)) if ctx.mempool is not None else "0",
             "committed_txs": _s(ctx.status.committed_txs),
             "producer": ctx.genesis.producer_key.hex(),

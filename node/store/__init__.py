@@ -12,7 +12,14 @@ from node.store.errors import (
     StoreError,
     StoreLocked,
 )
-from node.store.versioned import Checkpoint, Fork, RollbackResult, Staged, VersionedStore
+from node.store.versioned import (
+    Checkpoint,
+    Fork,
+    Maintenance,
+    RollbackResult,
+    Staged,
+    VersionedStore,
+)
 
 __all__ = [
     "Backend",
@@ -21,6 +28,7 @@ __all__ = [
     "HeightUnavailable",
     "ImportRefused",
     "LevelDBBackend",
+    "Maintenance",
     "MemoryBackend",
     "RollbackResult",
     "Staged",

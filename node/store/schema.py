@@ -3,7 +3,10 @@
 - `m` + name: meta. `latest` = (height, root), written last in every commit batch; `format`;
   `epoch` (fencing); `floor` (last prune point, or the base height of an imported state);
   `rollback` (progress marker); `fork_seq`; `import` (sealed msgpack [height, root]: a state
-  import in progress, present only until its last batch, which writes `latest`).
+  import in progress, present only until its last batch, which writes `latest`);
+  `maintenance` (sealed msgpack [reason, checkpoint, epoch, height]: a maintenance window is
+  open; written in the batch of the block that begins it, with its pin and epoch, and removed
+  by `maintenance end` or a rollback, so a restarted node comes back in maintenance).
 - `f` + key: the flat latest state, the current value of each key.
 - `v` + len(key):u16 + key + ~height:u64: a versioned value, `\\x01` + value_hash[:8] + value,
   or `\\x00` for a deletion.
@@ -40,6 +43,7 @@ META_FLOOR = b"mfloor"
 META_ROLLBACK = b"mrollback"
 META_FORK_SEQ = b"mfork_seq"
 META_IMPORT = b"mimport"
+META_MAINTENANCE = b"mmaintenance"
 FORMAT = b"perpchain-store/3"  # 2: diffs carry check bytes; 3: every row no root covers does
 
 FLAT = b"f"

@@ -100,6 +100,15 @@ class Staged(NamedTuple):
     diff: list[list[Any]]  # packed by commit_staged, after any index entries given there
 
 
+class Maintenance(NamedTuple):
+    """An open maintenance window, as stored (schema.META_MAINTENANCE)."""
+
+    reason: str
+    checkpoint: str  # the pre-maintenance pin
+    epoch: int  # the fencing epoch it began
+    height: int  # the head when it began (the height of the pin)
+
+
 class Fork(NamedTuple):
     """Heights (to_height, from_height] were rolled back and archived under fork_id."""
 
@@ -555,10 +564,14 @@ class VersionedStore:
         records: Mapping[str | bytes, bytes] | None = None,
         index: Mapping[bytes, bytes | None] | None = None,
         epoch: int | None = None,
+        meta: Mapping[bytes, bytes | None] | None = None,
     ) -> bytes:
         """Write a staged version (plus its records and index entries known only once the
-        root is, such as a block hash) as one atomic synced batch."""
-        return drive(self.commit_staged_steps(staged, records=records, index=index, epoch=epoch))
+        root is, such as a block hash) as one atomic synced batch. `meta`: entries built by
+        `maintenance_begin_meta` / `maintenance_end_meta`, written in the same batch."""
+        return drive(
+            self.commit_staged_steps(staged, records=records, index=index, epoch=epoch, meta=meta)
+        )
 
     def commit_staged_steps(
         self,
@@ -567,6 +580,7 @@ class VersionedStore:
         records: Mapping[str | bytes, bytes] | None = None,
         index: Mapping[bytes, bytes | None] | None = None,
         epoch: int | None = None,
+        meta: Mapping[bytes, bytes | None] | None = None,
     ) -> Steps[bytes]:
         """`commit_staged` as steps: the batch is built and filled between yields; the last
         step writes it (synced) and moves the head, so a reader between steps sees the
@@ -590,12 +604,15 @@ class VersionedStore:
             ops.append((schema.record_key(staged.height, raw_name), _seal(blob)))
         height, root = staged.height, staged.root
         ops.append((schema.root_key(height), _seal(root)))
+        meta_ops = self._check_meta(meta)
+        ops.extend(meta_ops)
         ops.append((schema.META_LATEST, _pack([height, root])))  # last: the commit point
         yield None
         self._reads = self._db.snapshot()
         try:
             yield from self._db.write_steps(ops, sync=True)
             self._height, self._root, self._root_node = height, root, staged.node
+            self._meta_written(meta_ops)
         finally:
             self._reads = self._db  # the snapshot goes with its last reader
         self._remember(height, staged.node)
@@ -735,6 +752,76 @@ class VersionedStore:
         self._epoch = epoch
         return epoch
 
+    # ------------------------------------------------------------------ maintenance
+
+    def maintenance(self) -> Maintenance | None:
+        """The open maintenance window, or None."""
+        self._check_open()
+        raw = self._reads.get(schema.META_MAINTENANCE)
+        if raw is None:
+            return None
+        record = _unpack(_unseal(raw, "maintenance marker"), "maintenance marker")
+        if (
+            type(record) is not list
+            or len(record) != 4
+            or type(record[0]) is not str
+            or type(record[1]) is not str
+            or type(record[2]) is not int
+            or type(record[3]) is not int
+        ):
+            raise StoreCorrupted("malformed maintenance marker")
+        return Maintenance(record[0], record[1], record[2], record[3])
+
+    def maintenance_begin_meta(
+        self, *, reason: str, checkpoint: str, height: int, root: bytes, pin: bool = True
+    ) -> dict[bytes, bytes | None]:
+        """The meta entries that open a maintenance window at `height` (root `root`): the
+        marker, the pin `checkpoint` (unless `pin` is False: it exists already) and the next
+        fencing epoch. Given to `commit_staged(meta=...)` with the operator block that begins
+        it, or to `write_meta` when no block is needed: all of it lands in one batch or none."""
+        self._check_open()
+        raw_name = _check_name(checkpoint)
+        epoch = self._epoch + 1
+        meta: dict[bytes, bytes | None] = {
+            schema.META_MAINTENANCE: _seal(_pack([reason, checkpoint, epoch, height])),
+            schema.META_EPOCH: schema.u64(epoch),
+        }
+        if pin:
+            record = _seal(_pack([height, root, reason or "maintenance"]))
+            meta[schema.checkpoint_key(raw_name)] = record
+        return meta
+
+    @staticmethod
+    def maintenance_end_meta() -> dict[bytes, bytes | None]:
+        """The meta entry that closes a maintenance window."""
+        return {schema.META_MAINTENANCE: None}
+
+    def write_meta(self, meta: Mapping[bytes, bytes | None]) -> None:
+        """Entries of `maintenance_*_meta` as one synced batch of their own (no block)."""
+        self._check_open()
+        ops = self._check_meta(meta)
+        self._db.write(ops, sync=True)
+        self._meta_written(ops)
+
+    @staticmethod
+    def _check_meta(meta: Mapping[bytes, bytes | None] | None) -> list[Op]:
+        """Only the maintenance marker, the epoch and pins ride along with a commit; never
+        `latest` or another marker whose meaning is the state's own."""
+        allowed = (schema.META_MAINTENANCE, schema.META_EPOCH)
+        ops: list[Op] = []
+        for key, value in sorted((meta or {}).items()):
+            if key not in allowed and not key.startswith(schema.CHECKPOINT):
+                raise ValueError(f"meta key {key!r} may not be written with a commit")
+            if value is not None and type(value) is not bytes:
+                raise TypeError(f"meta value of {key!r} must be bytes or None")
+            ops.append((key, value))
+        return ops
+
+    def _meta_written(self, ops: list[Op]) -> None:
+        for key, value in ops:
+            if key == schema.META_EPOCH and value is not None:
+                self._epoch = schema.read_u64(value)
+
     # ------------------------------------------------------------------ checkpoints
 
     def checkpoint(self, name: str, *, height: int | None = None, reason: str = "") -> Checkpoint:
@@ -814,6 +901,10 @@ class VersionedStore:
             (schema.META_FORK_SEQ, schema.u64(fork_id)),
             (schema.fork_key(fork_id), _seal(_pack([self._height, height, reason]))),
             (schema.META_ROLLBACK, marker),
+            # A rollback restores a state verified against its header and (node.ops.rollback)
+            # commits a recovery block leaving every market CANCEL_ONLY: it ends a maintenance
+            # window, in this first batch, so a crash anywhere after it leaves no stale marker.
+            (schema.META_MAINTENANCE, None),
         ]
         for cp in self.checkpoints():
             if cp.height > height:
