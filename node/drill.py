@@ -4,7 +4,9 @@ node's own tools. `scripts/drill` runs it for a person to watch; tests/e2e/test_
 and checks every claim.
 
  1. Trade until leveraged shorts hold positions opened at a high funding index.
- 2. `maintenance begin`: operator block (CANCEL_ONLY), pin pre-maintenance-<h>, fencing epoch.
+ 2. `maintenance begin`: operator block (CANCEL_ONLY), pin pre-maintenance-<h>, fencing epoch;
+    the sequencer is restarted inside the window (a database upgrade's service restart) and
+    comes back in maintenance: the window is stored, not held in memory (issue 13).
  3. Fault hook 1 (test-only): a "migration" zeroes the funding indices around the writer.
  4. `maintenance end` must refuse: verification names `funding_index_quote: stored 0`.
  5. Fault hook 2 (test-only): bypass the pre-commit checks, end maintenance, reopen the markets:
@@ -64,7 +66,19 @@ def drill_genesis() -> dict[str, Any]:
 
 
 class Drill:
-    def __init__(self, rpc: str, admin: str, token: str, follower: str, say: Say) -> None:
+    def __init__(
+        self,
+        rpc: str,
+        admin: str,
+        token: str,
+        follower: str,
+        say: Say,
+        *,
+        restart: Callable[[], None] | None = None,
+    ) -> None:
+        # `restart`: stop the sequencer (SIGTERM) and start it again on the same ports
+        # (restart_sequencer); None skips that step.
+        self.restart = restart
         self.genesis = drill_genesis()
         self.chain_id = self.genesis["chain_id"].encode()
         self.seq = RpcClient(rpc, timeout_s=30)
@@ -184,6 +198,8 @@ class Drill:
             self.seq.call("tx_submit", tx="00")
         except RpcCallError as refused:
             self.facts["submit_during_maintenance"] = refused.code
+        if self.restart is not None:
+            self.restart_in_maintenance(begun)
 
         say("3. fault hook 1: a migration zeroes every funding index around the writer")
         self.admin.call("admin_injectFault", kind="zero_funding_indices")
@@ -285,6 +301,31 @@ class Drill:
         say(f"   refund list: perpchain report compensation --fork {outcome['fork_id']}")
         return self.facts
 
+    def restart_in_maintenance(self, begun: dict[str, Any]) -> None:
+        """Stop and start the sequencer inside the window: it must come back in maintenance,
+        at the same head, producing nothing and refusing txs, until `maintenance end`."""
+        if self.restart is None:
+            return
+        self.say("   restart the sequencer inside the window (SIGTERM, start again)")
+        self.restart()
+        status = self.seq.call("node_status")
+        time.sleep(0.5)  # five block intervals
+        held = self.seq.call("node_status")["height"]
+        window = status.get("maintenance") or {}
+        self.facts["restart_mode"] = status["mode"]
+        self.facts["restart_checkpoint"] = window.get("checkpoint")
+        self.facts["restart_height_held"] = status["height"] == held == begun["height"]
+        try:
+            self.seq.call("tx_submit", tx="00")
+            self.facts["submit_after_restart"] = None
+        except RpcCallError as refused:
+            self.facts["submit_after_restart"] = refused.code
+        self.say(
+            f"   back in {status['mode']} (checkpoint {window.get('checkpoint')}, epoch "
+            f"{window.get('epoch')}), height {held}: no block produced, tx_submit answers "
+            f"{self.facts['submit_after_restart']}"
+        )
+
     def liquidations_since(self) -> set[str]:
         height = int(self.seq.call("node_status")["height"])
         start = int(self.facts["checkpoint"].rsplit("-", 1)[1]) + 1
@@ -322,6 +363,29 @@ def start_nodes(workdir: pathlib.Path) -> tuple[list[subprocess.Popen[str]], dic
     }
 
 
+def restart_sequencer(nodes: list[subprocess.Popen[str]], urls: dict[str, str]) -> None:
+    """SIGTERM the sequencer (nodes[0]) and start it again on the same RPC and admin ports, so
+    the follower and the drill's clients find it where it was; nodes[0] is the new process."""
+    from node.devnet import spawn_node_urls, stop_child
+
+    code = stop_child(nodes[0], timeout_s=30)
+    if code != 0:
+        raise RuntimeError(f"the sequencer exited with code {code} on SIGTERM")
+    rpc, admin = (urls[name].removeprefix("http://") for name in ("rpc", "admin"))
+    env = {"PERPCHAIN_FAULT_INJECTION": "1"}
+    node, _ = spawn_node_urls(
+        pathlib.Path(urls["sequencer_home"]),
+        "--block-interval-ms",
+        "100",
+        "--admin-listen",
+        admin,
+        "--rpc-listen",
+        rpc,
+        env=env,
+    )
+    nodes[0] = node
+
+
 def stop_nodes(nodes: list[subprocess.Popen[str]]) -> list[int]:
     """The follower first, then the sequencer; their exit codes in that order."""
     from node.devnet import stop_child
@@ -343,7 +407,14 @@ def main(argv: list[str] | None = None) -> int:
         say(f"drill: a sequencer and a follower in {workdir}")
         nodes, urls = start_nodes(workdir)
         try:
-            facts = Drill(urls["rpc"], urls["admin"], urls["token"], urls["follower"], say).run()
+            facts = Drill(
+                urls["rpc"],
+                urls["admin"],
+                urls["token"],
+                urls["follower"],
+                say,
+                restart=lambda: restart_sequencer(nodes, urls),
+            ).run()
         finally:
             stop_nodes(nodes)
         from node.cli.main import main as cli

@@ -10,7 +10,7 @@ import pathlib
 
 import pytest
 
-from node.drill import DEPOSIT_ID, USD, Drill, start_nodes, stop_nodes
+from node.drill import DEPOSIT_ID, USD, Drill, restart_sequencer, start_nodes, stop_nodes
 from node.ops.incident import compensation_report
 from node.store import VersionedStore
 
@@ -21,7 +21,12 @@ def test_the_incident_drill(tmp_path: pathlib.Path) -> None:
     nodes, urls = start_nodes(tmp_path)
     try:
         facts = Drill(
-            urls["rpc"], urls["admin"], urls["token"], urls["follower"], lines.append
+            urls["rpc"],
+            urls["admin"],
+            urls["token"],
+            urls["follower"],
+            lines.append,
+            restart=lambda: restart_sequencer(nodes, urls),
         ).run()
     finally:
         codes = stop_nodes(nodes)
@@ -29,6 +34,10 @@ def test_the_incident_drill(tmp_path: pathlib.Path) -> None:
     assert codes == [0, 0], narration
     # maintenance: txs refused, the end refused with the decoded difference
     assert facts["submit_during_maintenance"] == 2002, narration
+    # restarted inside the window, the sequencer came back in maintenance (issue 13)
+    assert facts["restart_mode"] == "maintenance", narration
+    assert facts["restart_checkpoint"] == facts["checkpoint"], narration
+    assert facts["restart_height_held"] and facts["submit_after_restart"] == 2002, narration
     assert facts["end_refused"] and "maintenance end refused" in facts["end_refused"]
     assert any("funding_index_quote: stored 0, replayed" in d for d in facts["end_differences"])
     # the damaged chain liquidated the shorts; the follower refused it
