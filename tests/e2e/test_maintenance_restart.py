@@ -161,6 +161,35 @@ def test_a_node_restarted_in_maintenance_stays_in_maintenance(tmp_path: pathlib.
         node.stop()
 
 
+def test_a_halt_keeps_the_window_and_a_rollback_ends_it(tmp_path: pathlib.Path) -> None:
+    """A resume from HALTED goes back to maintenance (never around `maintenance end`); a
+    rollback ends the window, stored, so a restart after it produces."""
+    home, _ = _home(tmp_path)
+    node = Node(home)
+    try:
+        node.wait_height(3)
+        begun = node.admin.call("admin_maintenanceBegin", reason="halt and rollback")
+        node.admin.call("admin_halt", reason="look closer")
+        assert node.status()["mode"] == "halted"
+        assert node.admin.call("admin_resume")["mode"] == "maintenance"
+        status = node.status()
+        assert status["maintenance"]["checkpoint"] == begun["checkpoint"]
+        target = int(begun["height"]) - 1
+        outcome = node.admin.call("admin_rollback", to_height=str(target), reason="restore")
+        assert int(outcome["to_height"]) == target
+        status = node.status()
+        assert status["mode"] == "producing" and status["maintenance"] is None
+    finally:
+        node.stop()
+    node = Node(home)
+    try:
+        status = node.status()
+        assert status["mode"] == "producing" and status["maintenance"] is None
+        node.wait_height(int(status["height"]))
+    finally:
+        node.stop()
+
+
 def _command_then_kill(node: Node, method: str, delay_s: float, **params: Any) -> None:
     """Send the admin command and SIGKILL the node `delay_s` after it is sent (the answer, if
     any, is ignored: a command cut off may or may not have committed)."""
