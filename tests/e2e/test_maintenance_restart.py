@@ -20,7 +20,10 @@ import time
 import urllib.request
 from typing import Any
 
+import pytest
+
 from node.app import init_home
+from node.cli.main import main as cli
 from node.client import RpcCallError, RpcClient
 from node.core.crypto import SigningKey
 from node.core.txs import Deposit, sign_tx
@@ -102,7 +105,9 @@ def _home(tmp_path: pathlib.Path) -> tuple[pathlib.Path, bytes]:
     return home, doc["chain_id"].encode()
 
 
-def test_a_node_restarted_in_maintenance_stays_in_maintenance(tmp_path: pathlib.Path) -> None:
+def test_a_node_restarted_in_maintenance_stays_in_maintenance(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     home, chain_id = _home(tmp_path)
     node = Node(home)
     try:
@@ -128,6 +133,12 @@ def test_a_node_restarted_in_maintenance_stays_in_maintenance(tmp_path: pathlib.
         code, health = node.health()
         assert code == 200 and health["mode"] == "maintenance"
         assert health["maintenance_checkpoint"] == begun["checkpoint"]
+        assert cli(["status", "--rpc", node.rpc_url]) == 0
+        shown = capsys.readouterr()
+        assert json.loads(shown.out)["maintenance"]["checkpoint"] == begun["checkpoint"]
+        assert f"in maintenance since height {height} (checkpoint {begun['checkpoint']}" in (
+            shown.err
+        )
         time.sleep(10 * INTERVAL_MS / 1000)
         assert node.height() == height, "a node in maintenance produced a block"
         try:
