@@ -12,6 +12,8 @@ block are collected and written as one synced WriteBatch, like our commit. Witho
 the peer columns are skipped and the run says so.
 
     ./scripts/bench store [--quick] [--json] [--keys N] [--blocks B] [--updates U] [--seed S]
+
+`--scale` runs benchmarks/store_scale.py instead (1M keys and more: RSS, reopen, verify; issue 14).
 """
 
 from __future__ import annotations
@@ -261,6 +263,10 @@ TARGETS: list[tuple[str, Callable[[dict[str, Any]], bool], str]] = [
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "--scale" in (sys.argv[1:] if argv is None else argv):
+        from benchmarks import store_scale
+
+        return store_scale.main(argv)
     parser = argparse.ArgumentParser(prog="scripts/bench store", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="10k keys, 20 blocks (smoke run)")
     parser.add_argument("--json", action="store_true", help="also print one JSON object")

@@ -79,3 +79,47 @@ def test_node_bench_reports_both_floods_and_the_reads() -> None:
     assert report["reads"] > 0 and report["read_keep_alive"] is True
     assert report["read_p50_ms"] <= report["read_p99_ms"] <= report["read_max_ms"]
     assert report["ed25519_verify_per_s"] > 0
+
+
+def test_store_scale_bench_prints_every_figure() -> None:
+    """`scripts/bench store --scale` at a toy N: every row of its table and every JSON field
+    (RSS, bytes/key, load, both reopens, blocks, proofs, verify, py-trie's blocks)."""
+    from benchmarks.store_scale import ROWS
+
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.store", "--scale", "--json"]
+        + ["--keys", "20000", "--blocks", "5", "--peer-keys", "3000"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    report = json.loads(lines[-1])
+    for label, _ in ROWS:
+        assert any(line.startswith(label) for line in lines), label
+    assert any(line.startswith("target reopen <= 1 s at 1M") for line in lines)
+    ours = report["ours"]
+    assert isinstance(ours, list) and len(ours) == 1 and ours[0]["keys"] == 20_000
+    for field in (
+        "rss_after_load_mib",
+        "bytes_per_key",
+        "load_keys_per_s",
+        "rss_fresh_open_mib",
+        "fresh_bytes_per_key",
+        "fresh_open_s",
+        "reopen_s",
+        "reopen_no_verify_s",
+        "updates_per_s",
+        "block_ms_p50",
+        "proof_bytes_mean",
+        "proofs_per_s",
+        "verify_keys_per_s",
+    ):
+        assert isinstance(ours[0][field], int | float) and ours[0][field] > 0, field
+    assert set(report["targets"]) >= {"RSS <= 1.5 GiB at 10M", "reopen <= 1 s at 1M"}
+    if report["peer"] is None:
+        pytest.skip("py-trie (bench extra) not installed: peer columns not checked")
+    peer = report["peer"]
+    assert peer["keys"] == 3000 and peer["updates_per_s"] > 0 and peer["load_keys_per_s"] > 0
