@@ -36,6 +36,8 @@ from dataclasses import dataclass
 
 import trio
 
+from node.store.backend import fsync_dir
+
 logger = logging.getLogger("perpchain.journal")
 
 JOURNAL_FILE = "mempool.journal"
@@ -132,7 +134,7 @@ class TxJournal:
         finally:
             os.close(fd)
         os.replace(temp, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         new_fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         if self._fd >= 0:
             os.close(self._fd)
@@ -209,11 +211,3 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
-
-
-def _fsync_dir(path: pathlib.Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -135,6 +135,14 @@ def conservative_value_quote(position: Position, market: Market) -> int:
     return value - haircut + funding_payment_quote(position, market)
 
 
+def valued_quote(position: Position, market: Market, live: bool) -> int:
+    """What the position adds to its account's equity: its value at the oracle plus unsettled
+    funding in a live market, the conservative value in a paused or stale one."""
+    if live:
+        return position_value_quote(position, market) + funding_payment_quote(position, market)
+    return conservative_value_quote(position, market)
+
+
 def run_liquidations(view: Overlay, params: ChainParams, time_ms: int, events: list[Event]) -> int:
     """Liquidate every account below maintenance margin that holds a live position, then run
     the breaker; returns how many accounts were liquidated.
@@ -160,12 +168,8 @@ def run_liquidations(view: Overlay, params: ChainParams, time_ms: int, events: l
             close_group()
             current, value, requirement, any_live = position.account_id, 0, 0, False
         market = markets[position.market_id]
-        if live[position.market_id]:
-            any_live = True
-            value += position_value_quote(position, market)
-            value += funding_payment_quote(position, market)
-        else:
-            value += conservative_value_quote(position, market)
+        any_live = any_live or live[position.market_id]
+        value += valued_quote(position, market, live[position.market_id])
         requirement += requirement_quote(position.size_atoms, market, market.maintenance_margin_ppm)
     close_group()
     notional: dict[MarketId, int] = {}
@@ -228,13 +232,9 @@ def liquidate(
     closing = [(p, m) for p, m in held if live[MarketId(m.market_id)]]
     paused = len(closing) < len(held)
     account = existing_account(view, account_id)
-    equity = account.collateral_quote
-    for position, market in held:
-        if live[MarketId(market.market_id)]:
-            equity += position_value_quote(position, market)
-            equity += funding_payment_quote(position, market)
-        else:
-            equity += conservative_value_quote(position, market)
+    equity = account.collateral_quote + sum(
+        valued_quote(p, m, live[MarketId(m.market_id)]) for p, m in held
+    )
     deficit = max(0, -equity)
     insurance = get_totals(view).insurance_fund_quote
     deleverage_all = not paused and deficit > insurance

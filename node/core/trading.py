@@ -82,10 +82,14 @@ def existing_market(view: Overlay, market_id: int) -> Market:
     return market
 
 
-def holdings(view: Overlay, account_id: AccountId) -> list[tuple[Position, Market]]:
+def holdings(
+    view: Overlay, account_id: AccountId, account: Account | None = None
+) -> list[tuple[Position, Market]]:
     """The account's positions with their markets: point reads through `Account.markets`
-    (no ordered scan: this runs for both accounts of every fill)."""
-    account = existing_account(view, account_id)
+    (no ordered scan: this runs for both accounts of every fill). `account`: the record, when
+    the caller has read it already."""
+    if account is None:
+        account = existing_account(view, account_id)
     out = []
     for market_id in account.markets:
         position = get_position(view, account_id, MarketId(market_id))
@@ -101,7 +105,7 @@ def holdings(view: Overlay, account_id: AccountId) -> list[tuple[Position, Marke
 def risk_quote(view: Overlay, account_id: AccountId) -> tuple[int, int, int]:
     """(net collateral, initial margin, maintenance margin) of the account, at the oracle."""
     account = existing_account(view, account_id)
-    held = holdings(view, account_id)
+    held = holdings(view, account_id, account)
     return equity_quote(account, held), initial_margin_quote(held), maintenance_margin_quote(held)
 
 
@@ -269,16 +273,17 @@ def best_order(view: Overlay, market_id: MarketId, side: Side) -> tuple[bytes, O
     return view.first(keys.book_side(market_id, side), Order)
 
 
-def band_limits_quote(market: Market) -> tuple[int, int]:
-    """The lowest and highest fill price: oracle x (1 -+ price_band_ppm), rounded inward."""
-    spread = market.oracle_price_quote * market.price_band_ppm
-    oracle = market.oracle_price_quote * PPM
-    return div_ceil(oracle - spread, PPM), (oracle + spread) // PPM
+def band_quote(market: Market, reference_quote: int) -> tuple[int, int]:
+    """The lowest and highest price allowed around `reference_quote` (the oracle for fills
+    and limit orders, a conditional order's trigger for its worst price):
+    reference x (1 -+ price_band_ppm), rounded inward."""
+    spread = reference_quote * market.price_band_ppm
+    return div_ceil(reference_quote * PPM - spread, PPM), (reference_quote * PPM + spread) // PPM
 
 
 def taker_limit_quote(side: Side, limit_quote: int, market: Market) -> int:
     """The taker's limit clipped to the band (0, a market order's "any", is the band's edge)."""
-    low, high = band_limits_quote(market)
+    low, high = band_quote(market, market.oracle_price_quote)
     if side == Side.BUY:
         return high if limit_quote == 0 else min(limit_quote, high)
     return low if limit_quote == 0 else max(limit_quote, low)
@@ -293,7 +298,7 @@ def _crosses(side: Side, limit_quote: int, maker_price_quote: int) -> bool:
 def _beyond_band(side: Side, maker_price_quote: int, market: Market) -> bool:
     """A resting order on the far side of the band from the taker's limit (a sell below the
     band for a buyer, a buy above it for a seller): it may not fill, and it is cancelled."""
-    low, high = band_limits_quote(market)
+    low, high = band_quote(market, market.oracle_price_quote)
     return maker_price_quote < low if side == Side.BUY else maker_price_quote > high
 
 
@@ -400,7 +405,7 @@ def can_rest(view: Overlay, order: Order) -> bool:
     """Initial margin of the positions plus this order's own requirement at the oracle."""
     account = existing_account(view, order.account_id)
     market = existing_market(view, order.market_id)
-    held = holdings(view, order.account_id)
+    held = holdings(view, order.account_id, account)
     need = initial_margin_quote(held) + requirement_quote(
         order.size_atoms, market, market.initial_margin_ppm
     )

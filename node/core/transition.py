@@ -16,7 +16,7 @@ from typing import Any
 from node.core import codec, keys
 from node.core.blocks import BlockEnv, Receipt
 from node.core.errors import BlockInvalid, InvariantViolation, NotCanonical, Reject, TxRejected
-from node.core.fixed import MAX_PRICE_QUOTE, PPM, div_ceil
+from node.core.fixed import MAX_PRICE_QUOTE, PPM
 from node.core.funding import clamp_rate_ppm, index_delta_quote, premium_rate_ppm
 from node.core.invariants import check_invariants
 from node.core.liquidation import run_liquidations, run_triggers
@@ -43,6 +43,7 @@ from node.core.records import (
 from node.core.steps import Steps, drive
 from node.core.trading import (
     add_order,
+    band_quote,
     best_order,
     can_rest,
     existing_market,
@@ -151,7 +152,7 @@ def apply_withdraw(
     account = require_account(view, signer)
     if body.amount_quote <= 0:
         raise TxRejected(Reject.SIZE_MUST_BE_POSITIVE, f"amount_quote={body.amount_quote}")
-    held = holdings(view, account.account_id)
+    held = holdings(view, account.account_id, account)
     for _, market in held:
         if env.time_ms - market.oracle_time_ms > params.oracle_stale_ms:
             # The margin check below values positions at the oracle: a stale price could let
@@ -281,13 +282,6 @@ def apply_place_order(
             raise TxRejected(Reject.INSUFFICIENT_MARGIN, "cannot margin the resting order")
         add_order(view, resting)
     return events
-
-
-def band_quote(market: Market, reference_quote: int) -> tuple[int, int]:
-    """The lowest and highest price allowed around `reference_quote` (the oracle, or a
-    conditional order's trigger): reference x (1 -+ price_band_ppm), rounded inward."""
-    spread = reference_quote * market.price_band_ppm
-    return div_ceil(reference_quote * PPM - spread, PPM), (reference_quote * PPM + spread) // PPM
 
 
 def _check_band(body: PlaceOrder, market: Market, conditional: bool) -> None:

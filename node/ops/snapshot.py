@@ -49,6 +49,7 @@ from node.core.blocks import (
 from node.core.errors import PerpError
 from node.core.genesis import Genesis
 from node.store import ImportRefused, VersionedStore, blocks_db
+from node.store.backend import fsync_dir
 from node.store.versioned import MAX_KEY_BYTES, MAX_RECORD_BYTES, MAX_VALUE_BYTES
 
 MAGIC = b"PERPSNAP"
@@ -136,7 +137,7 @@ def export_snapshot(
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
-    _fsync_dir(out.parent)
+    fsync_dir(out.parent)
     return SnapshotInfo(
         header.chain_id, height, header.state_root, header_hash(header), count, chunks, size
     )
@@ -223,7 +224,7 @@ def import_snapshot(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     return SnapshotInfo(
         header.chain_id,
         header.height,
@@ -411,11 +412,3 @@ class _PairStream:
             raise SnapshotError("trailer digest differs from the digest of the chunk checksums")
         if reader.handle.read(1):
             raise SnapshotError(f"unexpected bytes after the trailer at byte {reader.offset}")
-
-
-def _fsync_dir(path: pathlib.Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -7,6 +7,7 @@ iteration and atomic, optionally synced, batches; nothing else of the store depe
 from __future__ import annotations
 
 import os
+import pathlib
 from bisect import bisect_left, insort
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
@@ -192,3 +193,12 @@ class MemoryBackend:
 
     def close(self) -> None:
         pass
+
+
+def fsync_dir(path: pathlib.Path) -> None:
+    """fsync a directory, so a file created or renamed in it survives a crash of the machine."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
