@@ -336,6 +336,36 @@ def test_a_bankruptcy_past_the_insurance_fund_deleverages_instead_of_halting() -
     _quote_conserved(chain)
 
 
+def test_deleveraging_takes_the_more_leveraged_counterparty_first_and_shares_the_deficit() -> None:
+    """Two shorts of equal size and profit against one bankrupt long: the one with less equity
+    (more leverage) is deleveraged first; each pays the deficit in proportion to the size it
+    takes, and no one pays more than its equity."""
+    doc = devnet_doc()
+    doc["insurance_fund_quote"] = str(1_000 * USD)
+    chain = Chain(doc)
+    a, b, c = chain.trader(0), chain.trader(1), chain.trader(2)
+    chain.block(chain.deposit(b.public_key, 5_000_000 * USD, 1))  # b: less leveraged
+    chain.block(
+        chain.order(b, Side.SELL, 160 * UNIT, PRICE),
+        chain.order(c, Side.SELL, 160 * UNIT, PRICE),
+        chain.order(a, Side.BUY, 320 * UNIT, PRICE),
+    )
+    chain.block(chain.oracle({BTC: 59_000 * USD}))
+    chain.block(dt_ms=40_000)
+    balance = chain.account(a).collateral_quote
+    chain.block(chain.oracle({BTC: 54_000 * USD}))
+    deficit = -(balance + 320 * 54_000 * USD)
+    assert chain.last is not None
+    adl = [e for e in chain.last.events if e.kind == EventKind.DELEVERAGED]
+    assert [(e.counterparty, e.size_atoms) for e in adl] == [
+        (c.public_key, 160 * UNIT),
+        (b.public_key, 160 * UNIT),
+    ]
+    assert [e.amount_quote for e in adl] == [deficit // 2, deficit - deficit // 2]
+    assert chain.position(b) == chain.position(c) == chain.position(a) == 0
+    _quote_conserved(chain)
+
+
 def test_a_liquidator_that_cannot_margin_the_take_over_is_replaced_by_deleveraging() -> None:
     doc = devnet_doc()
     doc["liquidator"]["collateral_quote"] = "0"
