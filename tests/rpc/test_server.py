@@ -329,10 +329,13 @@ async def test_slow_subscriber_is_dropped_without_blocking_the_publisher(
     assert 10 <= taken <= 16 and delivered == [1] * taken + [0] * (50 - taken)
     assert broadcaster.subscriber_count() == 0
     heights = []
-    with pytest.raises(WsClosed) as info:
+    # Dropped: a close 1013, or, when the server's write to it was already stuck (a loaded
+    # machine), a reset of the socket (the server's documented fallback, docs/SECURITY.md).
+    with pytest.raises((WsClosed, trio.BrokenResourceError)) as info:
         while True:
             heights.append((await ws.recv())["params"]["result"]["height"])
-    assert info.value.code == 1013 and "send queue full" in info.value.reason
+    if isinstance(info.value, WsClosed):
+        assert info.value.code == 1013 and "send queue full" in info.value.reason
     # What was queued when the client was dropped is discarded with the rest of its state.
     assert heights == [str(h) for h in range(len(heights))] and len(heights) <= taken
     await ws.aclose()
