@@ -4,6 +4,7 @@ reads through the public RPC."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import pathlib
@@ -63,10 +64,20 @@ def cmd_start(args: argparse.Namespace) -> int:
     config = NodeConfig.load(args.home, overrides=overrides)
     setup_logging(config.log.level, config.log.format)
 
+    runner: Any = run_node
+    if args.abci:
+        if args.follow:
+            raise SystemExit("perpchain start: --abci and --follow exclude each other")
+        from node.abci.node import run_abci_node
+
+        runner = functools.partial(run_abci_node, abci_address=args.abci, comet_rpc=args.comet_rpc)
+    elif args.comet_rpc:
+        raise SystemExit("perpchain start: --comet-rpc needs --abci")
+
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                nursery.start_soon(run_node, config)
+                nursery.start_soon(runner, config)
                 async for _ in signals:
                     nursery.cancel_scope.cancel()
                     break

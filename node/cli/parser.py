@@ -368,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--block-interval-ms 100",
             "perpchain start --home /tmp/follower --follow http://127.0.0.1:9545 "
             "--rpc-listen 127.0.0.1:9645 --metrics-listen 127.0.0.1:9660",
+            "perpchain start --home /tmp/val0 --abci tcp://127.0.0.1:26658 "
+            "--comet-rpc http://127.0.0.1:26657",
         ),
         parents=[common(home=_REQUIRED, json=False)],
     )
@@ -397,6 +399,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--follow",
         metavar="URL",
         help="follow (re-execute and verify) the node at this public RPC URL instead of producing",
+    )
+    p.add_argument(
+        "--abci",
+        metavar="ADDRESS",
+        help="run as the ABCI application of a CometBFT v0.38 validator on tcp://HOST:PORT or "
+        "unix://PATH instead of producing (docs/ABCI.md; needs perpchain[abci])",
+    )
+    p.add_argument(
+        "--comet-rpc",
+        metavar="URL",
+        help="with --abci: the validator's CometBFT RPC, e.g. http://127.0.0.1:26657, "
+        "to which tx_submit forwards (broadcast_tx_sync)",
     )
     p.set_defaults(func=home.cmd_start)
     p = subparser(

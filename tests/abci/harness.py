@@ -1,0 +1,141 @@
+"""Plays CometBFT's side of the ABCI socket for the tests and the benchmark: a client that
+sends framed Requests (each followed by a Flush, as CometBFT's synchronous calls do) and reads
+the responses in order, the block-by-block driver of one height over several applications,
+and a workload of signed orders on the devnet genesis."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+import random
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from node.abci import codec
+from node.abci.proto.tendermint.abci import types_pb2 as pb
+from node.core.crypto import SigningKey
+from node.core.records import OrderKind, Side, TimeInForce
+from node.core.txs import PlaceOrder, sign_tx
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+USD = 1_000_000
+GENESIS_TIME_S = 1_700_000_000  # after the devnet genesis time
+
+
+class AbciClient:
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.frames = codec.FrameBuffer()
+
+    @classmethod
+    async def connect(cls, address: str) -> AbciClient:
+        if address.startswith("unix://"):
+            stream: trio.abc.Stream = await trio.open_unix_socket(address[len("unix://") :])
+        else:
+            host, port = address[len("tcp://") :].rsplit(":", 1)
+            stream = await trio.open_tcp_stream(host, int(port))
+        return cls(stream)
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+    async def send_raw(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def read_response(self) -> pb.Response | None:
+        """The next response; None when the server closed the connection."""
+        while True:
+            payload = self.frames.next_frame()
+            if payload is not None:
+                return codec.decode_response(payload)
+            data = await self.stream.receive_some(1 << 16)
+            if not data:
+                return None
+            self.frames.feed(data)
+
+    async def call(self, kind: str, fill: Callable[[Any], None] | None = None) -> Any:
+        """One request and a Flush; the request's own response (its oneof sub-message), or
+        the Response itself when it is an exception."""
+        request = codec.request_of(kind, fill)
+        await self.send_raw(
+            codec.encode_request(request) + codec.encode_request(codec.request_of("flush"))
+        )
+        response = await self.read_response()
+        flushed = await self.read_response()
+        assert response is not None and flushed is not None
+        assert flushed.WhichOneof("value") == "flush", flushed
+        if response.WhichOneof("value") == "exception":
+            return response
+        assert response.WhichOneof("value") == kind, response
+        return getattr(response, kind)
+
+
+def is_exception(response: Any) -> bool:
+    return isinstance(response, pb.Response) and response.WhichOneof("value") == "exception"
+
+
+def genesis_doc(accounts: int, *, seed: str = "abci") -> tuple[dict[str, Any], list[SigningKey]]:
+    doc = json.loads((ROOT / "genesis" / "devnet.json").read_text())
+    keys = [SigningKey(hashlib.sha256(f"{seed}/{i}".encode()).digest()) for i in range(accounts)]
+    doc["accounts"] += [
+        {"address": k.public_key.hex(), "collateral_quote": str(1_000_000 * USD)} for k in keys
+    ]
+    return doc, keys
+
+
+def orders(
+    doc: dict[str, Any], keys: list[SigningKey], count: int, *, start: int = 0, seed: int = 5
+) -> list[bytes]:
+    """`count` signed limit orders around 60,000 USD (they cross and fill); order i is signed
+    by key i % len(keys) with nonce i // len(keys) (keep count / len(keys) within the nonce
+    window per block)."""
+    chain_id = doc["chain_id"].encode()
+    rng = random.Random(seed + start)
+    out = []
+    for i in range(start, start + count):
+        key = keys[i % len(keys)]
+        side = Side.BUY if rng.random() < 0.5 else Side.SELL
+        offset = rng.randint(-20, 20) * USD
+        body = PlaceOrder(
+            nonce=i // len(keys),
+            market_id=1,
+            side=side,
+            kind=OrderKind.LIMIT,
+            tif=TimeInForce.GTC,
+            price_quote=60_000 * USD + (offset if side == Side.BUY else -offset),
+            size_atoms=rng.randint(1, 20) * 100_000,
+            reduce_only=0,
+            trigger_price_quote=0,
+            client_id=i + 1,
+        )
+        out.append(sign_tx(body, key, chain_id).raw)
+    return out
+
+
+def init_chain_fill(chain_id: str) -> Callable[[Any], None]:
+    def fill(req: Any) -> None:
+        req.chain_id = chain_id
+        req.initial_height = 1
+        req.time.seconds = GENESIS_TIME_S
+
+    return fill
+
+
+def block_fill(
+    height: int, txs: list[bytes], *, proposer: bytes = b"\x01" * 20
+) -> Callable[[Any], None]:
+    """The fields CometBFT sets on Prepare/Process/FinalizeBlock for `height` (time: one
+    second a block after GENESIS_TIME_S, as the header's time)."""
+
+    def fill(req: Any) -> None:
+        req.height = height
+        req.time.seconds = GENESIS_TIME_S + height
+        req.txs.extend(txs)
+        req.proposer_address = proposer
+        if hasattr(req, "hash"):
+            req.hash = hashlib.sha256(b"block/%d/" % height + b"".join(txs)).digest()
+
+    return fill
