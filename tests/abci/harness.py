@@ -5,11 +5,12 @@ and a workload of signed orders on the devnet genesis."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import pathlib
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import trio
@@ -139,3 +140,95 @@ def block_fill(
             req.hash = hashlib.sha256(b"block/%d/" % height + b"".join(txs)).digest()
 
     return fill
+
+
+class AppProcess:
+    """One `perpchain start --abci unix://...` process on a home holding only genesis.json
+    (InitChain writes block 0)."""
+
+    def __init__(self, home: pathlib.Path, doc: dict[str, Any]) -> None:
+        self.home = home
+        self.address = f"unix://{home}/abci.sock"
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "genesis.json").write_text(json.dumps(doc))
+        self.process: Any = None
+
+    def start(self) -> None:
+        import subprocess
+        import sys
+
+        sock = self.home / "abci.sock"
+        if sock.exists():
+            sock.unlink()
+        log = open(self.home / "node.log", "ab")  # noqa: SIM115 - owned by the process
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "node.cli.main",
+                "start",
+                "--home",
+                str(self.home),
+                "--abci",
+                self.address,
+                "--rpc-listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ],
+            stdout=log,
+            stderr=log,
+            cwd=ROOT,
+        )
+        log.close()
+
+    async def wait_ready(self, timeout_s: float = 30.0) -> None:
+        sock = self.home / "abci.sock"
+        with trio.fail_after(timeout_s):
+            while True:
+                if self.process.poll() is not None:
+                    raise AssertionError(f"{self.home} exited: {self.log()[-2000:]}")
+                if sock.exists():
+                    try:
+                        stream = await trio.open_unix_socket(str(sock))
+                    except OSError:
+                        pass  # bound, not listening yet
+                    else:
+                        await stream.aclose()
+                        return
+                await trio.sleep(0.05)
+
+    def kill9(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except Exception:  # noqa: BLE001 - a test teardown: make sure it is gone
+                self.process.kill()
+                self.process.wait()
+
+    def log(self) -> str:
+        return (self.home / "node.log").read_text(errors="replace")
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    tmp_path: pathlib.Path, doc: dict[str, Any], **options: Any
+) -> AsyncIterator[tuple[Any, str]]:
+    """A PerpApplication on a fresh store behind a unix socket, in this process:
+    (application, address)."""
+    from node.abci.application import PerpApplication
+    from node.abci.server import serve_abci
+    from node.core.genesis import parse_genesis
+    from node.store import VersionedStore
+
+    with VersionedStore.open(tmp_path / "data") as store:
+        app = PerpApplication(store, parse_genesis(doc), doc, **options)
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(serve_abci, f"unix://{tmp_path}/app.sock", app)
+            yield app, address
+            nursery.cancel_scope.cancel()
