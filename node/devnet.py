@@ -103,8 +103,20 @@ def output_tail(node: subprocess.Popen[str]) -> str:
 class Bots:
     """Oracle feeder plus makers and takers, driven from one loop (no threads to stop)."""
 
-    def __init__(self, client: RpcClient, genesis: dict[str, Any], traders: int, seed: int) -> None:
+    def __init__(
+        self,
+        client: RpcClient,
+        genesis: dict[str, Any],
+        traders: int,
+        seed: int,
+        *,
+        oracle_lag_ms: int = 50,
+    ) -> None:
+        """`oracle_lag_ms`: how far behind the wall clock oracle updates are dated; an update
+        dated after its block's time is refused, and a CometBFT block's time (the median of
+        the previous commit's votes) trails the wall clock by about a block interval."""
         self.client = client
+        self.oracle_lag_ms = oracle_lag_ms
         self.chain_id = genesis["chain_id"].encode()
         self.rng = random.Random(seed)
         self.oracle = SigningKey.from_label("devnet/oracle")
@@ -147,7 +159,9 @@ class Bots:
             PricePoint(market_id=m, price_quote=v["price"]) for m, v in sorted(self.markets.items())
         )
         body = OracleUpdate(
-            nonce=self._nonce(self.oracle), time_ms=time.time_ns() // 1_000_000 - 50, prices=points
+            nonce=self._nonce(self.oracle),
+            time_ms=time.time_ns() // 1_000_000 - self.oracle_lag_ms,
+            prices=points,
         )
         self._send(body, self.oracle)
 
