@@ -605,7 +605,12 @@ class PerpApplication:
     def apply_snapshot_chunk(self, req: Any) -> Any:
         if self.snapshots is None:
             return pb.ResponseApplySnapshotChunk(result=pb.ResponseApplySnapshotChunk.ABORT)
-        return self.snapshots.apply_snapshot_chunk(req)
+        response = self.snapshots.apply_snapshot_chunk(req)
+        if self.status.head is None and self.store.height >= 0:
+            # Restored: the imported height's block record is the head CometBFT goes on from.
+            block = blocks_db.get_block(self.store, self.store.height)
+            self.status.head = None if block is None else block.header
+        return response
 
 
 def tx_result(receipt: Receipt) -> Any:

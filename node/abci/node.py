@@ -21,6 +21,7 @@ import trio
 from node.abci.application import PerpApplication
 from node.abci.comet import CometRpc
 from node.abci.server import serve_abci
+from node.abci.snapshots import SnapshotManager
 from node.app import DATA_DIR, GENESIS_FILE, NODE_GC_YOUNG, NodeError
 from node.chain.broadcast import Broadcaster
 from node.chain.metrics import Metrics
@@ -35,6 +36,7 @@ from node.rpc.server import BoundListeners, HealthReport, serve_node_listeners
 from node.store import VersionedStore, blocks_db
 
 logger = logging.getLogger("perpchain.abci")
+SNAPSHOT_DIR = "abci-snapshots"  # state-sync snapshots served to CometBFT (node.abci.snapshots)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ async def run_abci_node(
     *,
     abci_address: str,
     comet_rpc: str | None = None,
+    snapshot_interval: int = 0,
     task_status: trio.TaskStatus[AbciBound] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     home = config.home
@@ -122,6 +125,9 @@ async def run_abci_node(
             max_per_account=config.mempool.max_per_account,
             invariant_scan_blocks=config.invariant_scan_blocks,
             rpc_call=rpc_call,
+            snapshots=SnapshotManager(
+                store, genesis, home / SNAPSHOT_DIR, interval=snapshot_interval
+            ),
         )
 
         def health() -> HealthReport:

@@ -70,9 +70,14 @@ def cmd_start(args: argparse.Namespace) -> int:
             raise SystemExit("perpchain start: --abci and --follow exclude each other")
         from node.abci.node import run_abci_node
 
-        runner = functools.partial(run_abci_node, abci_address=args.abci, comet_rpc=args.comet_rpc)
-    elif args.comet_rpc:
-        raise SystemExit("perpchain start: --comet-rpc needs --abci")
+        runner = functools.partial(
+            run_abci_node,
+            abci_address=args.abci,
+            comet_rpc=args.comet_rpc,
+            snapshot_interval=args.snapshot_interval,
+        )
+    elif args.comet_rpc or args.snapshot_interval:
+        raise SystemExit("perpchain start: --comet-rpc and --snapshot-interval need --abci")
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:

@@ -412,6 +412,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --abci: the validator's CometBFT RPC, e.g. http://127.0.0.1:26657, "
         "to which tx_submit forwards (broadcast_tx_sync)",
     )
+    p.add_argument(
+        "--snapshot-interval",
+        type=int,
+        default=0,
+        metavar="BLOCKS",
+        help="with --abci: export a state-sync snapshot every BLOCKS heights into "
+        "HOME/abci-snapshots, the newest 2 kept (default 0: none)",
+    )
     p.set_defaults(func=home.cmd_start)
     p = subparser(
         sub,

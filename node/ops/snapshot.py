@@ -195,28 +195,11 @@ def import_snapshot(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.import-", dir=target.parent))
     try:
-        with open(path, "rb") as handle:
-            reader = _Reader(handle)
-            block, receipts = _read_header(reader, genesis)
-            header = block.header
-            stream = _PairStream(reader, progress)
-            with VersionedStore.open(tmp) as store:
-                try:
-                    store.import_state(
-                        stream.pairs(),
-                        height=header.height,
-                        expected_root=header.state_root,
-                        records=blocks_db.block_records(block, receipts),
-                        index=blocks_db.hash_index(block)
-                        | blocks_db.tx_index(header.height, [r.tx_hash for r in receipts.receipts]),
-                    )
-                except ImportRefused as error:  # the stream checked the order: the root differs
-                    raise SnapshotError(
-                        f"the rebuilt state does not match the signed header: {error}"
-                    ) from None
+        with VersionedStore.open(tmp) as store:
+            info = import_into_store(path, store, genesis=genesis, progress=progress)
         # Read it back: opening rebuilds the tree from the flat table and checks it.
         with VersionedStore.open(tmp) as store:
-            if store.height != header.height or store.root() != header.state_root:
+            if store.height != info.height or store.root() != info.state_root:
                 raise SnapshotError("the imported store does not read back as written")
         if target.exists():
             target.rmdir()  # empty (checked above)
@@ -225,6 +208,39 @@ def import_snapshot(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     fsync_dir(target.parent)
+    return info
+
+
+def import_into_store(
+    path: str | os.PathLike[str],
+    store: VersionedStore,
+    *,
+    genesis: Genesis,
+    progress: Progress | None = None,
+    trusted_root: bytes | None = None,
+) -> SnapshotInfo:
+    """The import itself, into an open empty store (VersionedStore.import_state: a refusal
+    leaves it empty). The header must be signed by the genesis producer, or, with
+    `trusted_root`, carry exactly that state root: under CometBFT (node/abci/snapshots.py)
+    headers are unsigned and the root is the app hash CometBFT's light client verified."""
+    with open(path, "rb") as handle:
+        reader = _Reader(handle)
+        block, receipts = _read_header(reader, genesis, trusted_root)
+        header = block.header
+        stream = _PairStream(reader, progress)
+        try:
+            store.import_state(
+                stream.pairs(),
+                height=header.height,
+                expected_root=header.state_root,
+                records=blocks_db.block_records(block, receipts),
+                index=blocks_db.hash_index(block)
+                | blocks_db.tx_index(header.height, [r.tx_hash for r in receipts.receipts]),
+            )
+        except ImportRefused as error:  # the stream checked the order: the root differs
+            raise SnapshotError(
+                f"the rebuilt state does not match the signed header: {error}"
+            ) from None
     return SnapshotInfo(
         header.chain_id,
         header.height,
@@ -299,7 +315,9 @@ def _ints_and_bytes(wire: Any) -> bool:
     return type(wire) in (int, bytes)
 
 
-def _read_header(reader: _Reader, genesis: Genesis) -> tuple[Block, BlockReceipts]:
+def _read_header(
+    reader: _Reader, genesis: Genesis, trusted_root: bytes | None = None
+) -> tuple[Block, BlockReceipts]:
     magic, version = _PREAMBLE.unpack(reader.read(_PREAMBLE.size, "magic and version"))
     if magic != MAGIC:
         raise SnapshotError(f"not a perpchain snapshot (magic {magic!r}, expected {MAGIC!r})")
@@ -334,7 +352,13 @@ def _read_header(reader: _Reader, genesis: Genesis) -> tuple[Block, BlockReceipt
             f"the block record (chain {header.chain_id!r}, height {header.height}) does not "
             f"match the header frame (chain {chain_id!r}, height {height})"
         )
-    if not verify_header_signature(header, genesis.producer_key):
+    if trusted_root is not None:
+        if header.state_root != trusted_root:
+            raise SnapshotError(
+                f"block {height} of the snapshot carries state root {header.state_root.hex()}, "
+                f"not the trusted {trusted_root.hex()}"
+            )
+    elif not verify_header_signature(header, genesis.producer_key):
         raise SnapshotError(
             f"block {height} of the snapshot is not signed by the genesis producer "
             f"{genesis.producer_key.hex()}"

@@ -223,11 +223,23 @@ async def serving(
     (application, address)."""
     from node.abci.application import PerpApplication
     from node.abci.server import serve_abci
+    from node.abci.snapshots import SnapshotManager
     from node.core.genesis import parse_genesis
     from node.store import VersionedStore
 
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    snapshot_interval = options.pop("snapshot_interval", 0)
+    chunk_bytes = options.pop("chunk_bytes", 1 << 20)
     with VersionedStore.open(tmp_path / "data") as store:
-        app = PerpApplication(store, parse_genesis(doc), doc, **options)
+        genesis = parse_genesis(doc)
+        snapshots = SnapshotManager(
+            store,
+            genesis,
+            tmp_path / "snapshots",
+            interval=snapshot_interval,
+            chunk_bytes=chunk_bytes,
+        )
+        app = PerpApplication(store, genesis, doc, snapshots=snapshots, **options)
         async with trio.open_nursery() as nursery:
             address = await nursery.start(serve_abci, f"unix://{tmp_path}/app.sock", app)
             yield app, address
