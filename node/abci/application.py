@@ -87,7 +87,7 @@ CODESPACE = "perp"
 # CheckTx code of a signer whose share of the mempool is full: the JSON-RPC MEMPOOL_FULL code
 # (node/rpc/errors.py), outside the Reject codes, which a block's receipts use.
 SENDER_FULL_CODE = 2007
-VERIFIED_CACHE = 100_000  # tx hashes whose stateless checks passed here (CheckTx, proposals)
+VERIFIED_CACHE = 50_000  # decoded txs whose stateless checks passed here (~1 KiB each)
 # protobuf overhead of one tx in a block's data: field tag + uvarint length (CometBFT's
 # ComputeProtoSizeForTxs counts it against max_tx_bytes)
 TX_OVERHEAD_BYTES = 1
@@ -174,7 +174,9 @@ class PerpApplication:
         self.lock = trio.Lock()
         self.pending: Pending | None = None
         self.halt_reason = ""
-        self.verified: OrderedDict[bytes, None] = OrderedDict()
+        # Txs whose stateless checks passed here (CheckTx, a proposal), decoded, by their
+        # bytes: FinalizeBlock neither decodes nor verifies them again.
+        self.verified: OrderedDict[bytes, SignedTx] = OrderedDict()
         self.pending_per_signer: dict[bytes, int] = {}
         head = blocks_db.get_block(store, store.height) if store.height >= 0 else None
         self.status.head = None if head is None else head.header
@@ -324,7 +326,7 @@ class PerpApplication:
     # --- mempool -------------------------------------------------------------------------
 
     def _remember_verified(self, tx: SignedTx) -> None:
-        self.verified[tx.tx_hash] = None
+        self.verified[tx.raw] = tx
         if len(self.verified) > VERIFIED_CACHE:
             self.verified.popitem(last=False)
 
@@ -438,7 +440,7 @@ class PerpApplication:
             time_ms=max(block_time_ms(req.time), head.time_ms + 1),
         )
         raws = [bytes(raw) for raw in req.txs]
-        decoded = decode_block_txs(raws)
+        decoded = self._decode(raws)
         good = [item for item in decoded if isinstance(item, SignedTx)]
         try:
             result = await self._run(
@@ -486,12 +488,22 @@ class PerpApplication:
             app_hash=prepared.staged.root,
         )
 
+    def _decode(self, raws: list[bytes]) -> list[SignedTx | Receipt]:
+        """Each tx decoded (from the cache when it passed the checks here), or a MALFORMED
+        receipt in its place, as transition.decode_block_txs."""
+        cache = self.verified
+        out: list[SignedTx | Receipt] = []
+        for raw in raws:
+            tx = cache.get(raw)
+            out.append(tx if tx is not None else decode_block_txs([raw])[0])
+        return out
+
     def _all_verified(self, txs: list[SignedTx]) -> bool:
         """Every tx passed the stateless checks here already (CheckTx or a proposal) or
         passes them now: then apply_block need not verify signatures again. Otherwise it
         verifies them all and writes the same receipts the checks would imply."""
         for tx in txs:
-            if tx.tx_hash in self.verified:
+            if self.verified.get(tx.raw) is tx:
                 continue
             try:
                 validate_tx(tx, self.genesis.chain_id)

@@ -1,5 +1,6 @@
 """Our block and tx events as ABCI events (type `perp.<kind>`, string attributes: the fields
-of the JSON-RPC event objects, so an indexer sees what `perp_*` reads show). Imports
+of the JSON-RPC event objects, so an indexer sees what `perp_*` reads show, less those that
+are zero or empty; `account` and `market_id` are indexed). Imports
 node.chain.producer (event_json) and the generated protobuf modules."""
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def abci_events(events: Iterable[Event]) -> list[Any]:
                 attributes=[
                     pb.EventAttribute(key=key, value=value, index=key in ("account", "market_id"))
                     for key, value in fields.items()
+                    if value not in ("", "0")  # left out: zero or empty (none of this kind)
                 ],
             )
         )
