@@ -36,6 +36,7 @@ from node.core.blocks import (
 )
 from node.core.crypto import SigningKey
 from node.core.genesis import Genesis, genesis_writes, parse_genesis
+from node.explorer import build_explorer
 from node.lane import WorkLane
 from node.log import log_event, short_hex
 from node.ops.restore import RestoreRefused, startup_check
@@ -389,6 +390,19 @@ async def run_node(
                 )
             writer = producer.run
         public, admin = build_tables(context)
+        # The read-only explorer pages on the public listener (docs/EXPLORER.md).
+        explorer, peer_watch = (
+            build_explorer(
+                public,
+                store=store,
+                genesis=genesis,
+                status=status,
+                peers=config.explorer.peers,
+                deadline_ms=config.rpc.deadline_ms,
+            )
+            if config.explorer.enabled
+            else (None, None)
+        )
 
         def health() -> HealthReport:
             fields = {"height": str(store.height), "mode": status.mode}
@@ -409,10 +423,13 @@ async def run_node(
                     health=health,
                     metrics=metrics,
                     lane=lane,
+                    pages=explorer,
                     task_status=task_status,
                 )
             )
             nursery.start_soon(writer)
+            if peer_watch is not None:
+                nursery.start_soon(peer_watch.run)
             if journal is not None:
                 nursery.start_soon(journal.run_sync_loop)
             task_status.started(bound)

@@ -34,6 +34,8 @@ TOML layout (every key optional; `home` comes from --home or PERPCHAIN_HOME, nev
               true, and refused unless the genesis chain id is a devnet/test chain; also
               PERPCHAIN_FAULT_INJECTION=1)
     [log]     level = "info", format = "kv" | "json"
+    [explorer] enabled = true (the read-only pages on the public listener, docs/EXPLORER.md),
+              peers = "" (comma-separated RPC URLs of followers whose height and root it shows)
 
 Environment: `PERPCHAIN_<KEY>` for top-level keys, `PERPCHAIN_<SECTION>_<KEY>` for the rest,
 e.g. PERPCHAIN_RPC_LISTEN=0.0.0.0:9545, PERPCHAIN_ADMIN_ENABLED=true. The prefix is reserved:
@@ -166,6 +168,12 @@ class TestingSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ExplorerSettings:
+    enabled: bool = True  # GET pages on the public listener (node.explorer); read-only
+    peers: str = ""  # comma-separated RPC URLs (followers) whose height and root it compares
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LogSettings:
     level: str = "info"
     format: str = "kv"
@@ -185,6 +193,7 @@ class NodeConfig:
     mempool: MempoolSettings = field(default_factory=MempoolSettings)
     log: LogSettings = field(default_factory=LogSettings)
     testing: TestingSettings = field(default_factory=TestingSettings)
+    explorer: ExplorerSettings = field(default_factory=ExplorerSettings)
 
     @property
     def admin_token_path(self) -> pathlib.Path:
@@ -220,6 +229,7 @@ _SECTIONS: Final[dict[str, type]] = {
     "mempool": MempoolSettings,
     "log": LogSettings,
     "testing": TestingSettings,
+    "explorer": ExplorerSettings,
 }
 
 
@@ -229,6 +239,13 @@ def _between(low: int, high: int) -> Check:
 
 def _one_of(*choices: str) -> Check:
     return lambda value: None if value in choices else f"must be one of {', '.join(choices)}"
+
+
+def _urls(value: str) -> str | None:
+    for url in filter(None, (part.strip() for part in value.split(","))):
+        if not url.startswith(("http://", "https://")) or _url(url):
+            return f"{url!r} is not an http(s):// URL with a host"
+    return None
 
 
 def _url(value: str | None) -> str | None:
@@ -264,6 +281,7 @@ _CHECKS: Final[dict[str, Check]] = {
     "mempool.journal_max_bytes": _between(1 << 20, 1 << 40),
     "log.level": _one_of(*LOG_LEVELS),
     "log.format": _one_of(*LOG_FORMATS),
+    "explorer.peers": _urls,
 }
 
 

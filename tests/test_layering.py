@@ -56,6 +56,8 @@ ALLOWED_NODE = {
     "rpc": {"core", "store", "chain", "rpc", "lane", "log", "config"},
     "ops": {"core", "store", "chain", "ops", "log", "config"},
     "lane": set(),  # a leaf: the producer and the RPC share it
+    # the read-only pages (issue 16): reads through the rpc tables, the store and ops
+    "explorer": {"core", "store", "chain", "rpc", "ops", "client", "explorer"},
 }
 
 

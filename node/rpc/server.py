@@ -14,7 +14,8 @@ the bound `ListenAddr`, so tests can bind port 0):
 
 - public (default 127.0.0.1:9545): `POST /` JSON-RPC (Content-Type application/json, which also
   makes browsers preflight cross-origin posts); `GET /health`; WebSocket at `/` and `/ws`
-  carrying JSON-RPC plus `subscribe {topic}` / `unsubscribe {subscription}`.
+  carrying JSON-RPC plus `subscribe {topic}` / `unsubscribe {subscription}`; any other GET goes
+  to `pages` when given (node.explorer, read-only), under the same per-address limits.
 - admin (127.0.0.1:9546, only when enabled): `POST /` with `Authorization: Bearer <token>`,
   the admin method table only; the public listener never sees those methods.
 - metrics (127.0.0.1:9560): `GET /metrics` (Prometheus text or OpenMetrics) and `GET /health`.
@@ -54,7 +55,7 @@ import stat
 import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
 
@@ -71,6 +72,8 @@ from node.chain.metrics import Metrics
 from node.config import ListenAddr, NodeConfig
 from node.lane import WorkLane
 from node.log import log_event
+from node.rpc.health import HealthCheck, always_healthy, health_response
+from node.rpc.health import HealthReport as HealthReport  # re-exported: node.app, tests
 from node.rpc.jsonrpc import (
     Dispatcher,
     ErrorCode,
@@ -89,6 +92,7 @@ logger = logging.getLogger("perpchain.rpc")
 Scope = Mapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+Pages = Callable[[Scope, Receive, Send], Awaitable[None]]  # an ASGI app for GET (the explorer)
 
 WS_PATHS: Final = ("/", "/ws")
 WS_CLOSE_NORMAL: Final = 1000
@@ -101,44 +105,12 @@ CLIENT_STATE_KEY: Final = "perpchain.client"
 CLOSE_TIMEOUT_S: Final = 1.0  # a WebSocket close frame not written by then: socket reset
 
 
-# --- health ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class HealthReport:
-    """What /health says: 200 {"status": "ok", **fields} or 503 {"status": "unavailable",
-    "reason": reason, **fields}. Fields are JSON-ready (heights as strings)."""
-
-    ok: bool
-    reason: str = ""
-    fields: Mapping[str, Any] = field(default_factory=dict)
-
-
-HealthCheck = Callable[[], HealthReport]
-
-
-def always_healthy() -> HealthReport:
-    return HealthReport(ok=True)
+# --- health (node.rpc.health) ---------------------------------------------------------------
 
 
 def _health_response(health: HealthCheck) -> tuple[int, bytes]:
-    try:
-        report = health()
-    except Exception as exc:  # noqa: BLE001 - a broken health check is a 503, not a crash
-        log_event(
-            logger,
-            "rpc.health_check_failed",
-            level=logging.ERROR,
-            exc_info=(type(exc), exc, exc.__traceback__),
-            error=type(exc).__name__,
-        )
-        report = HealthReport(ok=False, reason="health check failed")
-    body: dict[str, Any] = {"status": "ok" if report.ok else "unavailable"}
-    if not report.ok:
-        body["reason"] = report.reason or "unavailable"
-    for key, value in report.fields.items():
-        body.setdefault(key, value)
-    return (200 if report.ok else 503), _json_bytes(body)
+    status, body = health_response(health)
+    return status, _json_bytes(body)
 
 
 # --- per-client limits -----------------------------------------------------------------------
@@ -335,8 +307,10 @@ class RpcApp:
         websocket: bool = True,
         lane: WorkLane | None = None,
         ws_send_queue_bytes: int = 1 << 20,
+        pages: Pages | None = None,
     ) -> None:
         self.table = table
+        self.pages = pages
         self.limits = limits
         self.listener = listener
         self.health = health
@@ -383,6 +357,9 @@ class RpcApp:
             status, body = _health_response(self.health)
             await _respond(send, status, body, head=method == "HEAD")
             return
+        if self.pages is not None and method in ("GET", "HEAD"):
+            await self._page(scope, receive, send)
+            return
         if path != "/":
             await _respond(send, 404, _json_bytes({"error": f"no route {path[:100]}"}))
             return
@@ -406,20 +383,7 @@ class RpcApp:
                 _JSON_HEADERS + [(b"www-authenticate", b'Bearer realm="perpchain"')],
             )
             return
-        client = _client_of(scope)
-        if client is not None and client.request_wait_s() > 0:
-            await _respond(
-                send,
-                429,
-                error_response(
-                    RpcError(
-                        ErrorCode.SERVER_BUSY,
-                        f"Server busy: more than {client.limits.requests_per_s} requests/s "
-                        "from this address",
-                    )
-                ),
-                _JSON_HEADERS + [(b"retry-after", b"1")],
-            )
+        if await self._rate_limited(scope, send):
             return
         content_type = (_header(scope, b"content-type") or b"").split(b";")[0].strip().lower()
         if content_type != b"application/json":
@@ -450,6 +414,31 @@ class RpcApp:
             await send({"type": "http.response.body", "body": b""})
         else:
             await _respond(send, 200, response)
+
+    async def _rate_limited(self, scope: Scope, send: Send) -> bool:
+        """True after answering 429: this client address is over its request rate."""
+        client = _client_of(scope)
+        if client is None or client.request_wait_s() <= 0:
+            return False
+        error = RpcError(
+            ErrorCode.SERVER_BUSY,
+            f"Server busy: more than {client.limits.requests_per_s} requests/s from this address",
+        )
+        await _respond(send, 429, error_response(error), _JSON_HEADERS + [(b"retry-after", b"1")])
+        return True
+
+    async def _page(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A GET for `pages`: the same request rate and connection limit as a JSON-RPC call."""
+        if self.pages is None or await self._rate_limited(scope, send):
+            return
+        if self.active >= self.max_connections:
+            await self._busy(send)
+            return
+        self.active += 1
+        try:
+            await self.pages(scope, receive, send)
+        finally:
+            self.active -= 1
 
     def _authorized(self, scope: Scope) -> bool:
         if self.bearer_token is None:
@@ -983,6 +972,7 @@ async def serve_node_listeners(
     topic_resolver: TopicResolver = default_topic_resolver,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     lane: WorkLane | None = None,
+    pages: Pages | None = None,
     task_status: trio.TaskStatus[BoundListeners] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the public, admin (if `config.admin.enabled`) and metrics (if enabled) listeners.
@@ -1035,6 +1025,7 @@ async def serve_node_listeners(
         metrics=metrics,
         lane=lane,
         ws_send_queue_bytes=config.rpc.ws_send_queue_bytes,
+        pages=pages,
     )
     # Per-address limits on the public listener only: the admin and metrics listeners are the
     # operator's (loopback unless said otherwise) and must answer while the public one is busy.
