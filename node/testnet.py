@@ -1,0 +1,769 @@
+"""The local CometBFT testnet (issue 21): N validators on loopback, each a CometBFT v0.38 node and
+its perpchain ABCI application process, with the devnet's oracle feeder and trading bots, and a
+live status line per validator. Ctrl-C stops all of it.
+
+    ./scripts/testnet [--validators 4] [--duration S] [--home .testnet] [--port-base 26656]
+                      [--rpc-port 9545] [--timeout-commit-ms 400] [--no-bots]
+
+Validator i (0-based) lives in HOME/validator-i/{cometbft,app} and listens on loopback only:
+CometBFT P2P port-base + 10 i, CometBFT RPC port-base + 1 + 10 i, the ABCI socket of its
+application port-base + 2 + 10 i, perpchain JSON-RPC rpc-port + 100 i (with the defaults:
+26656/26657/26658 and 9545 for validator 0, 26666/26667/26668 and 9645 for validator 1 ...).
+
+The homes are `cometbft testnet` homes (keys, node ids) whose config is patched: loopback
+ports, persistent_peers, addr_book_strict = false, allow_duplicate_ip = true, fast consensus
+timeouts. The CometBFT genesis takes our chain id and a genesis time just after ours; our
+genesis (genesis/devnet.json unless --genesis) gets the validator set CometBFT generated, so the
+application's InitChain accepts it (docs/ABCI.md, "Testnet").
+
+Every child runs in its own process group (start_new_session): a stop signals the group, a kill
+-9 kills it, so nothing is orphaned; Ctrl-C reaches the launcher only, which stops the CometBFT
+nodes first and then the applications. The engine is built by scripts/cometbft on first use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import dataclasses
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+from node.client import RpcCallError, RpcClient, RpcUnavailable
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+MARKER = ".perpchain-testnet"
+COMETBFT_SCRIPT = ROOT / "scripts" / "cometbft"
+NO_GO_EXIT = 3  # scripts/cometbft: no `go` on PATH
+# Oracle updates are dated this far behind the wall clock: CometBFT's block time is the median
+# of the previous commit's vote times, about a block interval behind, and an update dated after
+# its block's time is refused (ORACLE_STALE). Far inside oracle_stale_ms (30 s on the devnet).
+ORACLE_LAG_MS = 2_000
+VALIDATOR_POWER = 10
+
+
+class CometBFTUnavailable(RuntimeError):
+    """CometBFT is not built and cannot be (no Go toolchain): the message says what to do."""
+
+
+class TestnetError(RuntimeError):
+    """The testnet cannot start or a validator misbehaved; the message says which and why."""
+
+    __test__ = False  # not a pytest test class
+
+
+def cometbft_binary(*, build: bool = True) -> pathlib.Path:
+    """The pinned CometBFT binary, built by scripts/cometbft when missing (about 2 minutes once).
+
+    Raises CometBFTUnavailable when it is not built and Go is missing (or build=False)."""
+    binary = ROOT / ".cometbft" / "bin" / "cometbft"
+    if not build:
+        if binary.exists():
+            return binary
+        raise CometBFTUnavailable(f"{binary} is not built; run scripts/cometbft")
+    done = subprocess.run(
+        [str(COMETBFT_SCRIPT)], cwd=ROOT, stdout=subprocess.PIPE, text=True, check=False
+    )
+    if done.returncode == NO_GO_EXIT:
+        raise CometBFTUnavailable(
+            "CometBFT is not built and there is no `go` on PATH to build it: install Go >= 1.22 "
+            "and run scripts/cometbft"
+        )
+    if done.returncode != 0:
+        raise CometBFTUnavailable(f"scripts/cometbft failed with exit code {done.returncode}")
+    return pathlib.Path(done.stdout.strip())
+
+
+# --- ports and homes ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Ports:
+    """Loopback ports of validator i: CometBFT at base + 10 i (+0 P2P, +1 RPC, +2 ABCI), the
+    perpchain JSON-RPC at rpc_base + 100 i and its metrics at rpc_base + 15 + 100 i."""
+
+    base: int = 26656
+    rpc_base: int = 9545
+
+    def p2p(self, i: int) -> int:
+        return self.base + 10 * i
+
+    def cometbft_rpc(self, i: int) -> int:
+        return self.base + 1 + 10 * i
+
+    def abci(self, i: int) -> int:
+        return self.base + 2 + 10 * i
+
+    def rpc(self, i: int) -> int:
+        return self.rpc_base + 100 * i
+
+    def metrics(self, i: int) -> int:
+        return self.rpc_base + 15 + 100 * i
+
+
+def ports_free(ports: Ports, validators: int) -> bool:
+    """Every port the network would listen on can be bound on loopback now."""
+    wanted = []
+    for i in range(validators):
+        wanted += [
+            ports.p2p(i),
+            ports.cometbft_rpc(i),
+            ports.abci(i),
+            ports.rpc(i),
+            ports.metrics(i),
+        ]
+    for port in wanted:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def find_ports(validators: int, start: int, *, attempts: int = 40) -> Ports:
+    """Ports for `validators` validators at or above `start` that are free now: CometBFT's at
+    base .. base + 10 n, the JSON-RPC at base + 50 + 100 i (+15 metrics). Tests pass a start
+    below the kernel's ephemeral range (32768) derived from their xdist worker, so neither two
+    workers nor the ephemeral ports other tests bind collide with them."""
+    for attempt in range(attempts):
+        base = start + attempt * 50 * ((validators * 100 + 99) // 50)
+        ports = Ports(base=base, rpc_base=base + 50)
+        if ports_free(ports, validators):
+            return ports
+    raise TestnetError(f"no free ports for {validators} validators from {start}")
+
+
+def set_toml(text: str, section: str, key: str, value: str) -> str:
+    """Replace `key = ...` inside [section] ("" = the top level) of a CometBFT config.toml with
+    `key = value` (value already TOML-encoded). The key must exist: CometBFT writes every key."""
+    lines = text.split("\n")
+    current = ""
+    for n, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            current = stripped[1:-1].strip()
+            continue
+        if current == section and re.match(rf"{re.escape(key)}\s*=", stripped):
+            lines[n] = f"{key} = {value}"
+            return "\n".join(lines)
+    raise TestnetError(f"config.toml has no key {key!r} in [{section}]")
+
+
+def _toml_string(value: str) -> str:
+    return json.dumps(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Timeouts:
+    """Consensus timeouts (ms). Fast defaults for a loopback network: a block every ~0.5 s, and a
+    round with a missing proposer costs ~1 s."""
+
+    propose_ms: int = 1000
+    prevote_ms: int = 200
+    precommit_ms: int = 200
+    commit_ms: int = 400
+
+
+def patch_config(
+    text: str,
+    *,
+    i: int,
+    ports: Ports,
+    peers: list[str],
+    timeouts: Timeouts,
+    proxy_app: str,
+) -> str:
+    """Validator i's config.toml: loopback ports, its peers, fast timeouts, quiet logs."""
+    edits: list[tuple[str, str, str]] = [
+        ("", "moniker", _toml_string(f"validator-{i}")),
+        ("", "proxy_app", _toml_string(proxy_app)),
+        ("", "log_level", _toml_string("*:error,state:info,blocksync:info")),
+        ("rpc", "laddr", _toml_string(f"tcp://127.0.0.1:{ports.cometbft_rpc(i)}")),
+        ("rpc", "max_body_bytes", str(8 << 20)),
+        ("p2p", "laddr", _toml_string(f"tcp://127.0.0.1:{ports.p2p(i)}")),
+        ("p2p", "persistent_peers", _toml_string(",".join(peers))),
+        ("p2p", "addr_book_strict", "false"),
+        ("p2p", "allow_duplicate_ip", "true"),
+        ("p2p", "pex", "false"),
+        # a validator brought back after a kill redials its peers within a second
+        ("p2p", "persistent_peers_max_dial_period", _toml_string("2s")),
+        ("mempool", "size", "20000"),
+        ("mempool", "max_txs_bytes", str(256 << 20)),
+        ("mempool", "cache_size", "100000"),
+        ("consensus", "timeout_propose", _toml_string(f"{timeouts.propose_ms}ms")),
+        ("consensus", "timeout_propose_delta", _toml_string("200ms")),
+        ("consensus", "timeout_prevote", _toml_string(f"{timeouts.prevote_ms}ms")),
+        ("consensus", "timeout_prevote_delta", _toml_string("100ms")),
+        ("consensus", "timeout_precommit", _toml_string(f"{timeouts.precommit_ms}ms")),
+        ("consensus", "timeout_precommit_delta", _toml_string("100ms")),
+        ("consensus", "timeout_commit", _toml_string(f"{timeouts.commit_ms}ms")),
+        ("consensus", "peer_gossip_sleep_duration", _toml_string("20ms")),
+        ("tx_index", "indexer", _toml_string("null")),
+    ]
+    for section, key, value in edits:
+        text = set_toml(text, section, key, value)
+    return text
+
+
+def rfc3339_ms(time_ms: int) -> str:
+    """CometBFT's genesis_time format for a ms timestamp (UTC, ms precision)."""
+    seconds, ms = divmod(time_ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}Z"
+
+
+def validator_entries(cometbft_genesis: dict[str, Any]) -> list[dict[str, str]]:
+    """Our genesis's `abci.validators` (node.abci.application.expected_validators): each CometBFT
+    validator's Ed25519 key (hex) and power (a decimal string, as every integer of our genesis
+    JSON)."""
+    out = []
+    for validator in cometbft_genesis["validators"]:
+        key = validator["pub_key"]
+        if key["type"] != "tendermint/PubKeyEd25519":
+            raise TestnetError(f"validator key type {key['type']} is not Ed25519")
+        out.append(
+            {"pub_key": base64.b64decode(key["value"]).hex(), "power": str(validator["power"])}
+        )
+    return out
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+def spawn_group(command: list[str], log: pathlib.Path, **kwargs: Any) -> subprocess.Popen[bytes]:
+    """A child in its own session (process group), its output appended to `log`."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            **kwargs,
+        )
+
+
+def signal_group(child: subprocess.Popen[Any], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signum)
+
+
+def stop_group(child: subprocess.Popen[Any] | None, timeout_s: float = 20) -> int | None:
+    """SIGTERM the child's process group, wait, SIGKILL the group if it lingers; exit code."""
+    if child is None:
+        return None
+    if child.poll() is None:
+        signal_group(child, signal.SIGTERM)
+        try:
+            child.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            signal_group(child, signal.SIGKILL)
+            child.wait()
+    signal_group(child, signal.SIGKILL)  # anything it left in its group
+    return child.returncode
+
+
+def kill_group(child: subprocess.Popen[Any] | None) -> None:
+    """kill -9 of the child's whole process group (a crash, not a stop)."""
+    if child is None:
+        return
+    signal_group(child, signal.SIGKILL)
+    child.wait()
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+# --- the network ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ValidatorStatus:
+    index: int
+    up: bool
+    height: int = -1  # CometBFT's latest committed height
+    app_height: int = -1  # the application's last committed height (ABCI Info)
+    app_hash: str = ""  # hex, the application's state root after app_height
+    peers: int = 0
+    catching_up: bool = False
+    agrees: bool | None = None  # app_hash equals the network's at app_height (None: unknown)
+
+    def text(self) -> str:
+        if not self.up:
+            return f"v{self.index} down"
+        agree = {True: "ok", False: "DIFFERS", None: "?"}[self.agrees]
+        sync = " sync" if self.catching_up else ""
+        return f"v{self.index} {self.height} {agree} p{self.peers}{sync}"
+
+
+class Validator:
+    def __init__(self, net: Testnet, index: int) -> None:
+        self.net = net
+        self.index = index
+        self.home = net.home / f"validator-{index}"
+        self.cometbft_home = self.home / "cometbft"
+        self.app_home = self.home / "app"
+        self.cometbft: subprocess.Popen[bytes] | None = None
+        self.app: subprocess.Popen[bytes] | None = None
+        ports = net.ports
+        self.rpc_url = f"http://127.0.0.1:{ports.rpc(index)}"
+        self.cometbft_url = f"http://127.0.0.1:{ports.cometbft_rpc(index)}"
+        self.client = RpcClient(self.rpc_url, timeout_s=10)
+        self.engine = RpcClient(self.cometbft_url, timeout_s=5)
+
+    # processes
+
+    def app_command(self) -> list[str]:
+        ports = self.net.ports
+        return [
+            sys.executable,
+            "-m",
+            "node.cli.main",
+            "start",
+            "--home",
+            str(self.app_home),
+            "--abci",
+            f"tcp://127.0.0.1:{ports.abci(self.index)}",
+            "--comet-rpc",
+            self.cometbft_url,
+            "--rpc-listen",
+            f"127.0.0.1:{ports.rpc(self.index)}",
+            "--metrics-listen",
+            f"127.0.0.1:{ports.metrics(self.index)}",
+        ]
+
+    def start(self, timeout_s: float = 60) -> None:
+        """Its application, then (once the ABCI socket listens) its CometBFT node."""
+        if self.running():
+            return
+        if self.net.app != "kvstore":
+            env = {**os.environ, "PYTHONPATH": str(ROOT), **self.net.app_env}
+            self.app = spawn_group(self.app_command(), self.home / "app.log", env=env)
+            deadline = time.monotonic() + timeout_s
+            while not port_open(self.net.ports.abci(self.index)):
+                if self.app.poll() is not None:
+                    raise TestnetError(
+                        f"validator {self.index}: the application exited with code "
+                        f"{self.app.returncode} before listening; see {self.home / 'app.log'}\n"
+                        + self.log_tail("app.log")
+                    )
+                if time.monotonic() > deadline:
+                    raise TestnetError(f"validator {self.index}: the ABCI socket never opened")
+                time.sleep(0.05)
+        self.cometbft = spawn_group(
+            [str(self.net.binary), "start", "--home", str(self.cometbft_home)],
+            self.home / "cometbft.log",
+        )
+
+    def running(self) -> bool:
+        return any(p is not None and p.poll() is None for p in (self.app, self.cometbft))
+
+    def stop(self) -> tuple[int | None, int | None]:
+        """SIGTERM: CometBFT first (it stops calling the application), then the application."""
+        codes = stop_group(self.cometbft), stop_group(self.app)
+        self.cometbft = self.app = None
+        return codes
+
+    def kill(self) -> None:
+        """kill -9 of its CometBFT node and its application at once."""
+        for child in (self.cometbft, self.app):
+            if child is not None:
+                signal_group(child, signal.SIGKILL)
+        for child in (self.cometbft, self.app):
+            if child is not None:
+                child.wait()
+        self.cometbft = self.app = None
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        try:
+            return "\n".join((self.home / name).read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    # reads
+
+    def engine_status(self) -> dict[str, Any]:
+        return self.engine.call("status")  # type: ignore[no-any-return]
+
+    def height(self) -> int:
+        """CometBFT's latest committed height (-1 when its RPC does not answer)."""
+        try:
+            return int(self.engine_status()["sync_info"]["latest_block_height"])
+        except (RpcUnavailable, RpcCallError):
+            return -1
+
+    def app_info(self) -> tuple[int, str]:
+        """The application's (last height, app hash hex) as CometBFT's /abci_info reports it."""
+        info = self.engine.call("abci_info")["response"]
+        app_hash = base64.b64decode(info.get("last_block_app_hash") or "").hex()
+        return int(info.get("last_block_height") or 0), app_hash
+
+    def header_app_hash(self, height: int) -> str | None:
+        """The app hash the header of block `height` carries (the state after height - 1)."""
+        try:
+            header = self.engine.call("header", height=str(height))["header"]
+        except (RpcUnavailable, RpcCallError):
+            return None
+        return str(header["app_hash"]).lower()
+
+    def status(self) -> ValidatorStatus:
+        try:
+            engine = self.engine_status()
+            peers = int(self.engine.call("net_info")["n_peers"])
+            app_height, app_hash = self.app_info()
+        except (RpcUnavailable, RpcCallError, KeyError):
+            return ValidatorStatus(self.index, up=False)
+        return ValidatorStatus(
+            self.index,
+            up=True,
+            height=int(engine["sync_info"]["latest_block_height"]),
+            app_height=app_height,
+            app_hash=app_hash,
+            peers=peers,
+            catching_up=bool(engine["sync_info"]["catching_up"]),
+        )
+
+
+class Testnet:
+    """N validators in `home`; create() makes the homes, start() runs them, stop() ends them."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(
+        self,
+        home: pathlib.Path,
+        *,
+        validators: int = 4,
+        ports: Ports | None = None,
+        timeouts: Timeouts | None = None,
+        genesis: dict[str, Any] | None = None,
+        app: str = "perpchain",
+        app_env: dict[str, str] | None = None,
+        binary: pathlib.Path | None = None,
+    ) -> None:
+        """`app`: "perpchain" (our application) or "kvstore" (CometBFT's built-in example
+        application: the engine and the network without ours, to tell their faults apart)."""
+        if validators < 1:
+            raise TestnetError("a testnet needs at least one validator")
+        self.home = pathlib.Path(home)
+        self.count = validators
+        self.ports = ports or Ports()
+        self.timeouts = timeouts or Timeouts()
+        self.genesis = genesis or json.loads((ROOT / "genesis" / "devnet.json").read_text())
+        self.app = app
+        self.app_env = app_env or {}
+        self.binary = binary or cometbft_binary()
+        self.validators = [Validator(self, i) for i in range(validators)]
+
+    # --- homes ---
+
+    def create(self) -> None:
+        """Fresh homes: `cometbft testnet` keys, patched configs, a CometBFT genesis and ours
+        that agree (chain id, validator set, time), and each application's home."""
+        if self.home.exists():
+            if not (self.home / MARKER).exists():
+                raise TestnetError(f"{self.home} exists and is not a testnet home; pick another")
+            shutil.rmtree(self.home)
+        self.home.mkdir(parents=True)
+        (self.home / MARKER).write_text("created by scripts/testnet; deleted on the next start\n")
+        with tempfile.TemporaryDirectory(dir=self.home) as scratch:
+            subprocess.run(
+                [
+                    str(self.binary),
+                    "testnet",
+                    "--v",
+                    str(self.count),
+                    "--o",
+                    scratch,
+                    "--starting-ip-address",
+                    "127.0.0.1",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            for v in self.validators:
+                v.home.mkdir()
+                shutil.move(f"{scratch}/node{v.index}", v.cometbft_home)
+        node_ids = [self._node_id(v) for v in self.validators]
+        cometbft_genesis = json.loads(
+            (self.validators[0].cometbft_home / "config" / "genesis.json").read_text()
+        )
+        # Power 10 each, not `cometbft testnet`'s 1: CometBFT's block sync hands over to
+        # consensus at once on a validator holding >= total/3 in integer division (4 x 1 -> 1),
+        # so a restarted validator of 4 would never block-sync (blocksync/reactor.go,
+        # localNodeBlocksTheChain); with 10 each, 10 < 40/3.
+        for validator in cometbft_genesis["validators"]:
+            validator["power"] = str(VALIDATOR_POWER)
+        genesis = dict(self.genesis)
+        genesis["abci"] = {"validators": validator_entries(cometbft_genesis)}
+        cometbft_genesis["chain_id"] = genesis["chain_id"]
+        # CometBFT's first block carries the genesis time; ours must be strictly later than
+        # our block 0 (the invariant "block time increasing"): 1 ms after our genesis time.
+        cometbft_genesis["genesis_time"] = rfc3339_ms(int(genesis["genesis_time_ms"]) + 1)
+        self.genesis = genesis
+        (self.home / "genesis.json").write_text(json.dumps(genesis, indent=2) + "\n")
+        proxy_app = "kvstore" if self.app == "kvstore" else None
+        for v in self.validators:
+            config_dir = v.cometbft_home / "config"
+            (config_dir / "genesis.json").write_text(json.dumps(cometbft_genesis, indent=2) + "\n")
+            peers = [
+                f"{node_ids[j]}@127.0.0.1:{self.ports.p2p(j)}"
+                for j in range(self.count)
+                if j != v.index
+            ]
+            config = config_dir / "config.toml"
+            config.write_text(
+                patch_config(
+                    config.read_text(),
+                    i=v.index,
+                    ports=self.ports,
+                    peers=peers,
+                    timeouts=self.timeouts,
+                    proxy_app=proxy_app or f"tcp://127.0.0.1:{self.ports.abci(v.index)}",
+                )
+            )
+            if self.app != "kvstore":
+                self._init_app(v)
+
+    def _init_app(self, v: Validator) -> None:
+        from node.app import init_home
+
+        init_home(v.app_home, self.genesis)
+
+    def _node_id(self, v: Validator) -> str:
+        done = subprocess.run(
+            [str(self.binary), "show-node-id", "--home", str(v.cometbft_home)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return done.stdout.strip()
+
+    # --- processes ---
+
+    def start(self, indices: list[int] | None = None) -> None:
+        for i in indices if indices is not None else range(self.count):
+            self.validators[i].start()
+
+    def stop(self) -> None:
+        """Every CometBFT node first, then every application."""
+        for v in self.validators:
+            stop_group(v.cometbft)
+            v.cometbft = None
+        for v in self.validators:
+            stop_group(v.app)
+            v.app = None
+
+    def check_alive(self) -> None:
+        """Raise if a started child died unexpectedly (with its log's tail)."""
+        for v in self.validators:
+            for name, child in (("application", v.app), ("cometbft", v.cometbft)):
+                if child is not None and child.poll() is not None:
+                    log = "app.log" if name == "application" else "cometbft.log"
+                    raise TestnetError(
+                        f"validator {v.index}: its {name} exited with code {child.returncode}\n"
+                        + v.log_tail(log)
+                    )
+
+    # --- reads ---
+
+    def statuses(self) -> list[ValidatorStatus]:
+        """Every validator's status; `agrees` compares its application's app hash with the
+        header of the next block on the most advanced validator (or with the others' hash at
+        the same height)."""
+        out = [v.status() for v in self.validators]
+        up = [s for s in out if s.up]
+        if not up:
+            return out
+        top = max(up, key=lambda s: s.height)
+        reference = self.validators[top.index]
+        for s in up:
+            expected = None
+            if s.app_height + 1 <= top.height:
+                expected = reference.header_app_hash(s.app_height + 1)
+            else:
+                same = [o.app_hash for o in up if o.app_height == s.app_height and o is not s]
+                expected = same[0] if same else None
+            s.agrees = None if expected is None else expected == s.app_hash
+        return out
+
+    def wait(
+        self, what: str, check: Callable[[], Any], timeout_s: float = 60, poll_s: float = 0.2
+    ) -> Any:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.check_alive()
+            value = check()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise TestnetError(f"timed out after {timeout_s:g} s waiting for {what}")
+            time.sleep(poll_s)
+
+    def wait_height(
+        self, height: int, indices: list[int] | None = None, timeout_s: float = 60
+    ) -> None:
+        chosen = [self.validators[i] for i in (indices or range(self.count))]
+        self.wait(
+            f"height {height} on validators {[v.index for v in chosen]}",
+            lambda: all(v.height() >= height for v in chosen),
+            timeout_s,
+        )
+
+    def live_client(self) -> RpcClient:
+        """The JSON-RPC client of the first validator whose application answers."""
+        for v in self.validators:
+            if v.app is not None and v.app.poll() is None:
+                try:
+                    v.client.call("node_status")
+                    return v.client
+                except (RpcUnavailable, RpcCallError):
+                    continue
+        raise TestnetError("no validator's JSON-RPC answers")
+
+
+# --- the launcher ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def running(net: Testnet) -> Iterator[Testnet]:
+    """create() + start(); stop() on the way out, whatever happens."""
+    net.create()
+    try:
+        net.start()
+        yield net
+    finally:
+        net.stop()
+
+
+def status_line(statuses: list[ValidatorStatus]) -> str:
+    """`v0 812 ok p3  v1 812 ok p3 ...`: CometBFT height, whether the application's app hash
+    is the network's, peers; `down`, `DIFFERS`, `sync` (block sync) when so."""
+    return "  ".join(s.text() for s in statuses)
+
+
+def main(argv: list[str] | None = None, out: IO[str] | None = None) -> int:
+    assert __doc__ is not None
+    parser = argparse.ArgumentParser(
+        prog="scripts/testnet",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  ./scripts/testnet\n  ./scripts/testnet --validators 4 --duration 60 "
+        "--home /tmp/testnet\n",
+    )
+    parser.add_argument("--home", default=str(ROOT / ".testnet"), help="recreated (.testnet)")
+    parser.add_argument("--genesis", default=str(ROOT / "genesis" / "devnet.json"))
+    parser.add_argument("--validators", type=int, default=4, help="validators (default 4)")
+    parser.add_argument("--duration", type=float, default=0, help="seconds; 0 = until Ctrl-C")
+    parser.add_argument(
+        "--port-base", type=int, default=26656, help="CometBFT P2P port of validator 0 (26656)"
+    )
+    parser.add_argument(
+        "--rpc-port", type=int, default=9545, help="perpchain JSON-RPC port of validator 0 (9545)"
+    )
+    parser.add_argument(
+        "--timeout-commit-ms", type=int, default=400, help="CometBFT timeout_commit (400 ms)"
+    )
+    parser.add_argument("--accounts", type=int, default=16, help="dev traders the bots use")
+    parser.add_argument("--orders-per-second", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-bots", action="store_true")
+    args = parser.parse_args(argv)
+    say = out or sys.stdout
+
+    stop = False
+
+    def on_signal(signum: int, frame: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        net = Testnet(
+            pathlib.Path(args.home),
+            validators=args.validators,
+            ports=Ports(args.port_base, args.rpc_port),
+            timeouts=Timeouts(commit_ms=args.timeout_commit_ms),
+            genesis=json.loads(pathlib.Path(args.genesis).read_text()),
+        )
+    except CometBFTUnavailable as error:
+        print(f"testnet: {error}", file=sys.stderr)
+        return 2
+    print(f"testnet: {args.validators} validators in {args.home}", file=say, flush=True)
+    net.create()
+    try:
+        net.start()
+        for v in net.validators:
+            print(
+                f"testnet: validator {v.index}: RPC {v.rpc_url}  CometBFT {v.cometbft_url}  "
+                f"P2P {net.ports.p2p(v.index)}  ABCI {net.ports.abci(v.index)}  logs {v.home}",
+                file=say,
+                flush=True,
+            )
+        net.wait_height(1, timeout_s=120)
+        print("testnet: the first block is committed", file=say, flush=True)
+        return _run(net, args, say, lambda: stop)
+    except TestnetError as error:
+        print(f"\ntestnet: {error}", file=say, flush=True)
+        return 1
+    finally:
+        print("\ntestnet: stopping", file=say, flush=True)
+        net.stop()
+        print("testnet: stopped", file=say, flush=True)
+
+
+def _run(net: Testnet, args: argparse.Namespace, say: IO[str], stopped: Callable[[], bool]) -> int:
+    from node.devnet import Bots
+
+    genesis = net.genesis
+    traders = min(args.accounts, len(genesis["accounts"]))
+    bots = Bots(net.live_client(), genesis, traders, args.seed, oracle_lag_ms=ORACLE_LAG_MS)
+    started = time.monotonic()
+    last_status = 0.0
+    last_txs = -1
+    while not stopped() and (args.duration <= 0 or time.monotonic() - started < args.duration):
+        net.check_alive()
+        tick = time.monotonic()
+        if not args.no_bots:
+            try:
+                bots.feed_oracle()
+                bots.trade(args.orders_per_second)
+            except RpcUnavailable:
+                with contextlib.suppress(TestnetError):
+                    bots.client = net.live_client()
+        if tick - last_status >= 1.0:
+            statuses = net.statuses()
+            heights = [s.height for s in statuses if s.up]
+            rate = 0.0
+            with contextlib.suppress(RpcUnavailable, RpcCallError, TestnetError):
+                committed = int(net.live_client().call("node_status")["committed_txs"])
+                if last_txs >= 0:
+                    rate = (committed - last_txs) / (tick - last_status)
+                last_txs = committed
+            line = f"height {max(heights, default=-1)}  {rate:6.1f} tx/s  " + status_line(statuses)
+            last_status = tick
+            print("\r" + line.ljust(110), end="", file=say, flush=True)
+        time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
