@@ -251,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     for follower_home in follower_homes:
         init_home(follower_home, genesis, follower=True)
     rpc_url = f"http://127.0.0.1:{args.rpc_port}"
+    # The explorer on the sequencer's public listener compares its followers' heights and roots.
+    peers = ",".join(
+        f"http://127.0.0.1:{args.rpc_port + 100 * i}" for i, _ in enumerate(follower_homes, 1)
+    )
     node = subprocess.Popen(
         node_command(
             home,
@@ -263,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         cwd=ROOT,
         stdout=open(home / "node.log", "ab"),  # noqa: SIM115 - the child owns it
         stderr=subprocess.STDOUT,
+        env={**os.environ, "PERPCHAIN_EXPLORER_PEERS": peers},
     )
     client = RpcClient(rpc_url, timeout_s=5)
     followers: list[tuple[subprocess.Popen[bytes], RpcClient]] = []
@@ -278,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         print("devnet: starting the sequencer ...", flush=True)
         _wait_for_node(client, node, 60)
         print(f"devnet: RPC {rpc_url}  (WebSocket {rpc_url.replace('http', 'ws')}/ws)")
+        print(f"devnet: explorer {rpc_url}/  (read-only pages in the browser; docs/EXPLORER.md)")
         if args.admin_port:
             print(
                 f"devnet: admin http://127.0.0.1:{args.admin_port} (token {home / 'admin.token'}; "
