@@ -14,6 +14,8 @@ must be equal at every height (checked, printed). Timed, per block, wall clock:
 - abci, no CheckTx: a second application process that never saw the txs (a validator
   catching up by block sync), so FinalizeBlock verifies every signature.
 
+The three take turns block by block (native h, abci h, abci cold h, then h+1).
+
     ./scripts/bench abci [--quick] [--json] [--blocks B] [--txs N] [--accounts A]
 """
 
@@ -60,41 +62,50 @@ def _time_ms(doc: dict[str, Any], height: int) -> int:
     return int(doc["genesis_time_ms"]) + 60_000 + height * BLOCK_MS
 
 
-def native(home: pathlib.Path, doc: dict[str, Any], blocks: list[list[bytes]]) -> dict[str, Any]:
-    from node.app import init_home
+class Native:
+    """The producer on its own store (a home made by `perpchain init`)."""
 
-    init_home(home, doc)
-    genesis = parse_genesis(doc)
-    roots = []
-    spent = 0.0
-    with VersionedStore.open(home / "data") as store:
-        clock = ManualClock(_time_ms(doc, 0))
-        status = ChainStatus(head=blocks_db.get_block(store, 0).header)  # type: ignore[union-attr]
-        mempool = Mempool(genesis.chain_id, MempoolSettings(), store, genesis.params.nonce_window)
-        producer = Producer(
-            store,
+    def __init__(self, home: pathlib.Path, doc: dict[str, Any]) -> None:
+        from node.app import init_home
+
+        init_home(home, doc)
+        self.doc = doc
+        genesis = parse_genesis(doc)
+        self.store = VersionedStore.open(home / "data")
+        self.clock = ManualClock(_time_ms(doc, 0))
+        block = blocks_db.get_block(self.store, 0)
+        assert block is not None
+        mempool = Mempool(
+            genesis.chain_id, MempoolSettings(), self.store, genesis.params.nonce_window
+        )
+        self.producer = Producer(
+            self.store,
             SigningKey.from_label("devnet/producer"),
             mempool,
-            clock,
+            self.clock,
             interval_ms=BLOCK_MS,
-            status=status,
+            status=ChainStatus(head=block.header),
         )
-        for height, raws in enumerate(blocks, start=1):
-            txs = [decode_tx(raw) for raw in raws]  # admission's decoding, untimed
-            clock.set_ms(_time_ms(doc, height))
-            started = time.perf_counter()
-            header = producer.produce_txs(txs)
-            spent += time.perf_counter() - started
-            assert header is not None
-            roots.append(header.state_root)
-    count = sum(len(b) for b in blocks)
-    return {"orders_per_s": int(count / spent), "seconds": round(spent, 3), "roots": roots}
+
+    def block(self, height: int, raws: list[bytes]) -> tuple[float, bytes]:
+        txs = [decode_tx(raw) for raw in raws]  # admission's decoding, untimed
+        self.clock.set_ms(_time_ms(self.doc, height))
+        started = time.perf_counter()
+        header = self.producer.produce_txs(txs)
+        spent = time.perf_counter() - started
+        assert header is not None
+        return spent, header.state_root
 
 
 class _App:
-    def __init__(self, home: pathlib.Path, doc: dict[str, Any]) -> None:
+    """A `perpchain start --abci` process on a home holding genesis.json only."""
+
+    def __init__(self, home: pathlib.Path, doc: dict[str, Any], *, check_txs: bool) -> None:
         home.mkdir(parents=True)
         (home / "genesis.json").write_text(json.dumps(doc))
+        self.doc = doc
+        self.check_txs = check_txs
+        self.check_spent = 0.0
         self.address = f"unix://{home}/abci.sock"
         self.process = subprocess.Popen(
             [
@@ -116,70 +127,82 @@ class _App:
             cwd=ROOT,
         )
 
-    async def connect(self) -> AbciClient:
+    async def start(self) -> None:
         with trio.fail_after(60):
             while True:
                 try:
-                    return await AbciClient.connect(self.address)
+                    self.client = await AbciClient.connect(self.address)
+                    break
                 except OSError:
                     await trio.sleep(0.05)
+        await self.client.call("info")
 
-    def stop(self) -> None:
+        def init(req: Any) -> None:
+            req.chain_id = self.doc["chain_id"]
+            req.initial_height = 1
+
+        await self.client.call("init_chain", init)
+
+    async def block(self, height: int, raws: list[bytes]) -> tuple[float, bytes]:
+        if self.check_txs:  # untimed in the block figure, as admission is for the producer
+            started = time.perf_counter()
+            answers = await self.client.pipeline(
+                [
+                    codec.request_of("check_tx", lambda r, raw=raw: setattr(r, "tx", raw))
+                    for raw in raws
+                ]
+            )
+            self.check_spent += time.perf_counter() - started
+            assert all(a.check_tx.code == 0 for a in answers)
+
+        def fill(req: Any) -> None:
+            req.height = height
+            at = _time_ms(self.doc, height)
+            req.time.seconds, req.time.nanos = at // 1000, at % 1000 * 1_000_000
+            req.txs.extend(raws)
+            req.proposer_address = b"\x01" * 20
+
+        started = time.perf_counter()
+        finalized = await self.client.call("finalize_block", fill)
+        committed = await self.client.call("commit")
+        spent = time.perf_counter() - started
+        assert finalized.app_hash and not isinstance(committed, codec.Response)
+        return spent, bytes(finalized.app_hash)
+
+    async def stop(self) -> None:
+        await self.client.aclose()
         self.process.terminate()
         self.process.wait(timeout=30)
 
 
-async def abci(
-    home: pathlib.Path, doc: dict[str, Any], blocks: list[list[bytes]], *, check_txs: bool
-) -> dict[str, Any]:
-    app = _App(home, doc)
-    try:
-        client = await app.connect()
-        await client.call("info")
-
-        def init(req: Any) -> None:
-            req.chain_id = doc["chain_id"]
-            req.initial_height = 1
-
-        await client.call("init_chain", init)
-        roots: list[bytes] = []
-        spent = check_spent = 0.0
-        for height, raws in enumerate(blocks, start=1):
-            if check_txs:
-                started = time.perf_counter()
-                answers = await client.pipeline(
-                    [
-                        codec.request_of("check_tx", lambda r, raw=raw: setattr(r, "tx", raw))
-                        for raw in raws
-                    ]
-                )
-                check_spent += time.perf_counter() - started
-                assert all(a.check_tx.code == 0 for a in answers)
-
-            def fill(req: Any, height: int = height, raws: list[bytes] = raws) -> None:
-                req.height = height
-                at = _time_ms(doc, height)
-                req.time.seconds, req.time.nanos = at // 1000, at % 1000 * 1_000_000
-                req.txs.extend(raws)
-                req.proposer_address = b"\x01" * 20
-
-            started = time.perf_counter()
-            finalized = await client.call("finalize_block", fill)
-            committed = await client.call("commit")
-            spent += time.perf_counter() - started
-            assert finalized.app_hash and not isinstance(committed, codec.Response)
-            roots.append(bytes(finalized.app_hash))
-        await client.aclose()
-    finally:
-        app.stop()
-    count = sum(len(b) for b in blocks)
-    report: dict[str, Any] = {
-        "orders_per_s": int(count / spent),
-        "seconds": round(spent, 3),
-        "roots": roots,
+async def run(base: pathlib.Path, doc: dict[str, Any], blocks: list[list[bytes]]) -> dict[str, Any]:
+    """The three sides take turns block by block, so a machine whose load changes during the
+    run (shared CI cores) weighs on each alike."""
+    native = Native(base / "native", doc)
+    apps = {
+        "abci": _App(base / "abci", doc, check_txs=True),
+        "abci_cold": _App(base / "abci-cold", doc, check_txs=False),
     }
-    if check_txs:
-        report["check_tx_per_s"] = int(count / check_spent)
+    spent = {"native": 0.0, "abci": 0.0, "abci_cold": 0.0}
+    roots_equal = True
+    try:
+        for app in apps.values():
+            await app.start()
+        for height, raws in enumerate(blocks, start=1):
+            seconds, root = native.block(height, raws)
+            spent["native"] += seconds
+            for name, app in apps.items():
+                seconds, app_hash = await app.block(height, raws)
+                spent[name] += seconds
+                roots_equal = roots_equal and app_hash == root
+    finally:
+        native.store.close()
+        for app in apps.values():
+            await app.stop()
+    count = sum(len(b) for b in blocks)
+    report = {f"{name}_orders_per_s": int(count / s) for name, s in spent.items()}
+    report["check_tx_per_s"] = int(count / apps["abci"].check_spent)
+    report["roots_equal"] = roots_equal
     return report
 
 
@@ -198,33 +221,31 @@ def main(argv: list[str] | None = None) -> int:
     )
     doc, blocks = _workload(args.accounts, nblocks, args.txs)
     with tempfile.TemporaryDirectory(prefix="abci-bench-") as scratch:
-        base = pathlib.Path(scratch)
-        nat = native(base / "native", doc, blocks)
-        via = trio.run(lambda: abci(base / "abci", doc, blocks, check_txs=True))
-        cold = trio.run(lambda: abci(base / "abci-cold", doc, blocks, check_txs=False))
-    roots_equal = nat["roots"] == via["roots"] == cold["roots"]
-    ratio = via["orders_per_s"] / nat["orders_per_s"]
+        figures = trio.run(run, pathlib.Path(scratch), doc, blocks)
+    native_rate, abci_rate = figures["native_orders_per_s"], figures["abci_orders_per_s"]
+    ratio = abci_rate / native_rate
     report = {
         "workload": {"blocks": nblocks, "orders_per_block": args.txs, "accounts": args.accounts},
-        "native_orders_per_s": nat["orders_per_s"],
-        "abci_orders_per_s": via["orders_per_s"],
+        **figures,
         "abci_vs_native": round(ratio, 3),
-        "abci_without_check_tx_orders_per_s": cold["orders_per_s"],
-        "check_tx_per_s": via["check_tx_per_s"],
-        "roots_equal": roots_equal,
         "python": sys.version.split()[0],
     }
-    print(f"native producer (produce_txs, signed at admission): {nat['orders_per_s']:,} orders/s")
+    print(f"native producer (produce_txs, signed at admission): {native_rate:,} orders/s")
     print(
-        f"ABCI FinalizeBlock + Commit over the socket:        {via['orders_per_s']:,} orders/s "
+        f"ABCI FinalizeBlock + Commit over the socket:        {abci_rate:,} orders/s "
         f"({ratio:.0%} of native; target >= 80%)"
     )
-    print(f"ABCI, no CheckTx before (signatures in the block):  {cold['orders_per_s']:,} orders/s")
-    print(f"CheckTx pipelined over the socket:                  {via['check_tx_per_s']:,} txs/s")
-    print(f"state roots equal at every height (native = ABCI):  {roots_equal}")
+    print(
+        "ABCI, no CheckTx before (signatures in the block):  "
+        f"{figures['abci_cold_orders_per_s']:,} orders/s"
+    )
+    print(
+        f"CheckTx pipelined over the socket:                  {figures['check_tx_per_s']:,} txs/s"
+    )
+    print(f"state roots equal at every height (native = ABCI):  {figures['roots_equal']}")
     if args.json:
         print(json.dumps(report))
-    return 0 if roots_equal else 1
+    return 0 if figures["roots_equal"] else 1
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ from node.chain.broadcast import Broadcaster
 from node.chain.producer import (
     ChainStatus,
     PreparedBlock,
+    collector_paused,
     commit_prepared_steps,
     drive_in_slices,
     publish_block,
@@ -513,9 +514,14 @@ class PerpApplication:
         return True
 
     async def _run(self, steps: Steps[Any]) -> Any:
-        if self.lane is None:
-            return drive(steps)
-        return await drive_in_slices(steps, self.lane)
+        """Drive a block's steps, in turns of the work lane when there is one (RPC reads go
+        on between them), with the automatic garbage collector off as the producer does
+        (node.chain.producer.collector_paused: no young collection walks the block's live
+        working set; the one due runs after, once it is freed)."""
+        with collector_paused():
+            if self.lane is None:
+                return drive(steps)
+            return await drive_in_slices(steps, self.lane)
 
     def _prepare_steps(
         self,

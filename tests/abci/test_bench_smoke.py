@@ -33,5 +33,10 @@ def test_abci_bench_reports_its_figures_and_equal_roots() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["roots_equal"] is True
-    for field in ("native_orders_per_s", "abci_orders_per_s", "check_tx_per_s"):
+    for field in (
+        "native_orders_per_s",
+        "abci_orders_per_s",
+        "abci_cold_orders_per_s",
+        "check_tx_per_s",
+    ):
         assert report[field] > 0, field
