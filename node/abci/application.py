@@ -219,6 +219,15 @@ class PerpApplication:
         except (AbciRefused, TxRejected) as refused:
             log_event(logger, "abci.refused", level=logging.ERROR, request=kind, error=refused)
             return codec.exception_response(f"{kind}: {refused}")
+        except (MemoryError, trio.Cancelled):
+            raise
+        except Exception as error:  # noqa: BLE001 - one request's failure is its answer
+            # A bug or an input nothing foresaw (a Query of a negative height, a store
+            # error in Commit): nothing was written that the store did not make atomic, the
+            # other connections go on, and CometBFT stops on the exception if it came on the
+            # consensus connection; Info then tells it where to resume.
+            logger.exception("abci.failed request=%s", kind)
+            return codec.exception_response(f"{kind}: {type(error).__name__}: {error}")
         getattr(response, kind).CopyFrom(result)
         return response
 

@@ -40,6 +40,8 @@ def state_query(app: PerpApplication, req: Any) -> Any:
     store = app.store
     key = bytes(req.data)
     height = int(req.height) or store.height
+    if height < 0:
+        return pb.ResponseQuery(code=CODE_BAD_QUERY, log=f"height {height} < 0")
     if not 1 <= len(key) <= 256:
         return pb.ResponseQuery(code=CODE_BAD_QUERY, log="data must be a 1..256-byte state key")
     try:

@@ -245,6 +245,24 @@ async def test_query_state_proofs_verify_against_the_app_hash(tmp_path: pathlib.
         assert merkle.verify_proof(
             bytes(finalized.app_hash), absent, None, answer.proof_ops.ops[0].data
         )
+        negative = await client.call(
+            "query",
+            lambda r: (
+                setattr(r, "path", "/perp/state"),
+                setattr(r, "data", key),
+                setattr(r, "height", -3),
+            ),
+        )
+        assert negative.code != 0
+        pruned = await client.call(
+            "query",
+            lambda r: (
+                setattr(r, "path", "/perp/state"),
+                setattr(r, "data", key),
+                setattr(r, "height", 99),
+            ),
+        )
+        assert pruned.code == 2  # HeightUnavailable: an answer, not a failure
         call = json.dumps({"method": "perp_getAccount", "params": {"address": "ab"}}).encode()
         answer = await client.call(
             "query", lambda r: (setattr(r, "path", "/perp/rpc"), setattr(r, "data", call))
@@ -280,3 +298,21 @@ async def test_connections_are_served_side_by_side(tmp_path: pathlib.Path) -> No
         assert app.store.root() == bytes(finalized.app_hash)
         for client in clients:
             await client.aclose()
+
+
+async def test_a_failing_handler_answers_an_exception_and_the_server_goes_on(
+    tmp_path: pathlib.Path,
+) -> None:
+    doc, _ = genesis_doc(2)
+    async with serving(tmp_path, doc) as (app, address):
+        client = await AbciClient.connect(address)
+
+        def broken(req: Any) -> Any:
+            raise RuntimeError("a bug")
+
+        app.handlers["echo"] = broken
+        response = await client.call("echo")
+        assert is_exception(response) and "RuntimeError: a bug" in response.exception.error
+        info = await client.call("info")
+        assert info.last_block_height == 0
+        await client.aclose()
