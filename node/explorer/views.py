@@ -152,6 +152,10 @@ class Views:
             "tx_per_s": tx_per_s,
         }
 
+    async def symbols(self) -> dict[str, str]:
+        """market id (decimal string) -> symbol."""
+        return {m["market_id"]: m["market"] for m in await self.rpc.call("perp_getMarkets")}
+
     def peer_states(self) -> list[dict[str, Any]]:
         if self.peers is None:
             return []
@@ -238,6 +242,7 @@ class Views:
             "funding_rate_ppm": last["rate_ppm"] if last else None,
             "fills": fills[:LISTED_FILLS],
             "window": self.history.window,
+            "symbols": await self.symbols(),
         }
 
     async def account(self, address: str) -> dict[str, Any]:
@@ -246,7 +251,7 @@ class Views:
         address = address.lower()
         account = await self.rpc.call("perp_getAccount", address=address)
         nonce = await self.rpc.call("perp_getNonce", address=address)
-        symbols = {m["market_id"]: m["market"] for m in await self.rpc.call("perp_getMarkets")}
+        symbols = await self.symbols()
         events = self.history.events(account=address)
         fills = [e for e in events if e["kind"] in ("fill", "liquidation", "deleveraged")]
         funding = [e for e in events if e["kind"] == "funding_settled" and e["account"] == address]
@@ -320,6 +325,7 @@ class Views:
             "rows": rows[1:],
             "totals": report.totals,
             "report_hash": report.report_hash,
+            "symbols": await self.symbols(),
         }
 
     async def search(self, query: str) -> str | None:

@@ -105,8 +105,13 @@ def test_height_advances_live(node: dict[str, Any], browser: Any) -> None:
         what="the height to advance by 5 blocks",
     )
     assert browser.execute_script("return window.explorerTestMark;") == 42
-    newest = browser.find_element("css selector", "#latest-blocks tbody tr td").text
-    assert int(newest) > first
+    # the live rows: the newest first, no height skipped
+    heights = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#latest-blocks tbody tr'))"
+        ".map(r => Number(r.cells[0].textContent));"
+    )
+    assert heights[0] > first and len(heights) == 20
+    assert heights == list(range(heights[0], heights[0] - 20, -1))
     assert console_errors(browser) == []
 
 

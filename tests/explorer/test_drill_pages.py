@@ -115,7 +115,7 @@ def test_fork_page_in_the_browser(drill: dict[str, Any], browser: Any) -> None:
     link.click()
     wait_until(lambda: browser.current_url.endswith("/fork/1"), what="the fork page")
     heading = browser.find_element("tag name", "h1").text
-    assert heading.startswith("Fork 1: heights ")
+    assert heading.startswith("Fork 1: height")
     rows = browser.find_elements("css selector", "#fork-liquidations tbody tr")
     shown = sorted(
         row.find_elements("css selector", "td a")[0].get_attribute("pathname").split("/")[-1]

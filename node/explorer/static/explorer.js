@@ -160,16 +160,37 @@
   }
 
   function addBlockRow(header) {
+    // The head, and any height between it and the newest row (a head that came before the
+    // subscription did, or while the socket reconnected): each row in height order.
+    var table = byId("latest-blocks");
+    if (!table) return;
+    var newest = table.tBodies[0].rows.length ? Number(table.tBodies[0].rows[0].cells[0].textContent) : -1;
+    var height = Number(header.height);
+    for (var h = Math.max(newest + 1, height - MAX_ROWS + 1); h <= height; h++) {
+      insertBlockRow(h, h === height ? header : null);
+    }
+  }
+
+  function insertBlockRow(height, header) {
+    var hash = linkCell("…", "/block/" + height, "mono");
+    var time = cell(header ? utc(header.time_ms) : "");
     var txs = cell("…", "num");
     var rejected = cell("–", "num");
-    prependRow("latest-blocks", row([
-      linkCell(header.height, "/block/" + encodeURIComponent(header.height), "num"),
-      linkCell(short(header.hash, 16), "/block/" + encodeURIComponent(header.hash), "mono"),
-      cell(utc(header.time_ms)),
-      txs,
-      rejected,
-    ]), MAX_ROWS);
-    call("chain_getBlock", { height: header.height, full_txs: true }).then(function (block) {
+    var tr = row([linkCell(String(height), "/block/" + height, "num"), hash, time, txs, rejected]);
+    var tbody = byId("latest-blocks").tBodies[0];
+    var at = null;
+    for (var i = 0; i < tbody.rows.length; i++) {
+      var shown = Number(tbody.rows[i].cells[0].textContent);
+      if (shown === height) return;
+      if (shown < height) { at = tbody.rows[i]; break; }
+    }
+    tbody.insertBefore(tr, at);
+    while (tbody.rows.length > MAX_ROWS) tbody.deleteRow(tbody.rows.length - 1);
+    call("chain_getBlock", { height: String(height), full_txs: true }).then(function (block) {
+      var link = hash.firstChild;
+      link.textContent = short(block.header.hash, 16);
+      link.href = "/block/" + encodeURIComponent(block.header.hash);
+      time.textContent = utc(block.header.time_ms);
       txs.textContent = String(block.txs.length);
       rejected.textContent = String(block.txs.filter(function (t) { return t.code !== "0"; }).length);
     }).catch(quiet);
