@@ -643,14 +643,21 @@ class Testnet:
 
 
 @contextlib.contextmanager
-def running(net: Testnet) -> Iterator[Testnet]:
-    """create() + start(); stop() on the way out, whatever happens."""
-    net.create()
+def started(net: Testnet) -> Iterator[Testnet]:
+    """start() the homes as they are; stop() on the way out, whatever happens."""
     try:
         net.start()
         yield net
     finally:
         net.stop()
+
+
+@contextlib.contextmanager
+def running(net: Testnet) -> Iterator[Testnet]:
+    """create() fresh homes, then as `started`."""
+    net.create()
+    with started(net):
+        yield net
 
 
 def status_line(statuses: list[ValidatorStatus]) -> str:

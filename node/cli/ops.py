@@ -70,6 +70,12 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
     home = pathlib.Path(args.home)
     genesis = load_genesis(home)
+    if args.submit_recovery:
+        return _submit_recovery(args, genesis)
+    if args.cometbft_home and not args.dry_run:
+        if args.resume or args.repair:
+            raise CliError("--cometbft-home goes with --to-height or --to-checkpoint")
+        return _rollback_validator(args, genesis)
     with open_store(args.home, verify_on_open=False) as store:
         if args.repair:
             repaired = store.repair_flat()
@@ -112,6 +118,107 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             reason=args.reason,
         )
     _show(outcome, args.json)
+    return 0
+
+
+def find_cometbft(given: str | None) -> pathlib.Path:
+    """--cometbft, else $PERPCHAIN_COMETBFT, else `cometbft` on PATH, else the repository's
+    build (scripts/cometbft)."""
+    import os
+    import shutil
+
+    for candidate in (given, os.environ.get("PERPCHAIN_COMETBFT"), shutil.which("cometbft")):
+        if candidate:
+            return pathlib.Path(candidate)
+    built = pathlib.Path(__file__).resolve().parents[2] / ".cometbft" / "bin" / "cometbft"
+    if built.exists():
+        return built
+    raise CliError("no cometbft binary: give --cometbft BIN (or build it with scripts/cometbft)")
+
+
+def _rollback_validator(args: argparse.Namespace, genesis: Any) -> int:
+    """A validator under CometBFT (node.ops.consensus): its store and its CometBFT home back
+    to the same height, and with --recovery-out the recovery txs for --submit-recovery."""
+    from node.app import OPERATOR_KEY_FILE, load_key
+    from node.ops.consensus import recovery_txs, rollback_validator
+    from node.ops.rollback import RollbackError
+
+    operator = None
+    if args.recovery_out:
+        operator = load_key(pathlib.Path(args.home), OPERATOR_KEY_FILE, "PERPCHAIN_OPERATOR_KEY")
+        if operator is None:
+            raise CliError("--recovery-out needs the operator key (home or environment)")
+    with open_store(args.home, verify_on_open=False) as store:
+        try:
+            outcome = rollback_validator(
+                store,
+                pathlib.Path(args.cometbft_home),
+                find_cometbft(args.cometbft),
+                to_height=args.to_height,
+                to_checkpoint=args.to_checkpoint,
+                reason=args.reason,
+            )
+            doc = outcome.to_json()
+            if operator is not None:
+                forks = [f for f in store.forks() if f.to_height == store.height]
+                if not forks:
+                    raise CliError("no rollback to this height to recover from")
+                txs = recovery_txs(store, genesis, forks[-1], operator)
+                recovery = {"fork_id": forks[-1].fork_id, "txs": [tx.hex() for tx in txs]}
+                pathlib.Path(args.recovery_out).write_text(json.dumps(recovery, indent=2) + "\n")
+                doc["recovery"] = {"file": args.recovery_out, **recovery}
+        except RollbackError as error:
+            raise CliError(str(error)) from None
+    if args.json:
+        print_json(doc)
+    else:
+        print(outcome.text())
+        if operator is not None:
+            print(
+                f"recovery txs ({len(doc['recovery']['txs'])}: Recovery, then the reverted "
+                f"deposits) in {args.recovery_out}; once the validators run again: perpchain "
+                f"rollback --home {args.home} --submit-recovery {args.recovery_out} --rpc URL"
+            )
+            print(
+                f"refund list: perpchain report compensation --home {args.home} "
+                f"--fork {doc['recovery']['fork_id']}"
+            )
+    return 0
+
+
+def _submit_recovery(args: argparse.Namespace, genesis: Any) -> int:
+    """The recovery txs through a validator's JSON-RPC, in order, each waited for: the
+    Recovery tx must be committed before the deposits go (they re-apply on its state)."""
+    from node.client import RpcCallError, RpcClient
+    from node.core.txs import decode_tx
+
+    doc = json.loads(pathlib.Path(args.submit_recovery).read_text())
+    client = RpcClient(args.rpc, timeout_s=30)
+    results = []
+    for raw_hex in doc["txs"]:
+        tx = decode_tx(bytes.fromhex(raw_hex))
+        try:
+            client.call("tx_submit", tx=raw_hex)
+        except RpcCallError as error:
+            raise CliError(f"tx {tx.tx_hash.hex()} refused: {error}") from None
+        deadline = time.monotonic() + 60
+        while True:
+            status = client.call("tx_status", tx_hash=tx.tx_hash.hex())
+            if status["status"] in ("committed", "rejected"):
+                break
+            if time.monotonic() > deadline:
+                raise CliError(f"tx {tx.tx_hash.hex()} not in a block after 60 s")
+            time.sleep(0.1)
+        results.append(status)
+        if status["status"] != "committed":
+            raise CliError(f"tx {tx.tx_hash.hex()} rejected: {status.get('code_name')}")
+    if args.json:
+        print_json(results)
+    else:
+        print(
+            f"recovery of fork {doc['fork_id']}: {len(results)} txs committed at heights "
+            + ", ".join(sorted({str(r["height"]) for r in results}))
+        )
     return 0
 
 

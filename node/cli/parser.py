@@ -577,6 +577,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=examples(
             "perpchain rollback --home /tmp/node --to-checkpoint pre-maintenance-120 --dry-run",
             "perpchain rollback --home /tmp/node --to-height 118 --reason 'bad migration'",
+            "perpchain rollback --home /tmp/val0/app --cometbft-home /tmp/val0/cometbft "
+            "--to-checkpoint pre-upgrade --recovery-out /tmp/recovery.json",
+            "perpchain rollback --home /tmp/val0/app --submit-recovery /tmp/recovery.json "
+            "--rpc http://127.0.0.1:9545",
         ),
         parents=[common(home=_REQUIRED)],
     )
@@ -593,6 +597,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no rollback: restore flat rows written around the writer from the history",
     )
+    group.add_argument(
+        "--submit-recovery",
+        metavar="FILE",
+        help="after a rollback under CometBFT, validators running again: submit the txs of a "
+        "--recovery-out FILE in order through --rpc and wait for each one's receipt",
+    )
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -602,6 +612,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--reason",
         default="operator rollback",
         help="recorded with the fork and its rollback notice (default: %(default)s)",
+    )
+    p.add_argument(
+        "--cometbft-home",
+        metavar="DIR",
+        help="a validator under CometBFT (docs/ABCI.md, 'Operator recovery'): roll its "
+        "CometBFT home back to the same height too (cometbft rollback --hard, double-sign "
+        "guard and WAL reset); no recovery block, its txs go through consensus "
+        "(--recovery-out); both processes stopped",
+    )
+    p.add_argument(
+        "--cometbft",
+        metavar="BIN",
+        help="the cometbft binary (default: $PERPCHAIN_COMETBFT, else cometbft on PATH, "
+        "else .cometbft/bin/cometbft built by scripts/cometbft)",
+    )
+    p.add_argument(
+        "--recovery-out",
+        metavar="FILE",
+        help="with --cometbft-home: write the recovery txs (JSON: fork id, the operator's "
+        "Recovery tx and the reverted deposits, hex, in order); needs the operator key",
+    )
+    p.add_argument(
+        "--rpc",
+        default=DEFAULT_RPC,
+        metavar="URL",
+        help="with --submit-recovery: a validator's public JSON-RPC URL (default: %(default)s)",
     )
     p.set_defaults(func=ops.cmd_rollback)
     p = subparser(

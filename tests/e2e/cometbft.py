@@ -115,3 +115,18 @@ def wait_committed(
                 raise AssertionError(f"tx {tx_hash} not in a block on validator {i}: {status}")
             time.sleep(0.1)
     return out
+
+
+def equal_roots(net: Testnet, indices: list[int], height: int) -> str:
+    """The applications' own roots after `height` are equal, and equal to the app hash
+    CometBFT's header of height + 1 carries."""
+    net.wait_height(height + 1, indices)
+    roots = roots_at(net, indices, height)
+    agreed = {header_app_hash(net, i, height) for i in indices}
+    assert len(set(roots.values())) == 1, f"state roots at {height} differ: {roots}"
+    assert agreed == set(roots.values()), f"CometBFT's app hash {agreed} != roots {roots}"
+    return next(iter(roots.values()))
+
+
+def heights(net: Testnet, indices: list[int]) -> list[int]:
+    return [net.validators[i].height() for i in indices]

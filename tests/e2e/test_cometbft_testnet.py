@@ -24,13 +24,7 @@ from node.core.records import OrderKind, Side, TimeInForce
 from node.core.txs import CancelAll, OracleUpdate, PlaceOrder, PricePoint
 from node.devnet import Bots
 from node.testnet import ORACLE_LAG_MS, Testnet, TestnetError, running
-from tests.e2e.cometbft import (
-    Sender,
-    header_app_hash,
-    make_testnet,
-    roots_at,
-    wait_committed,
-)
+from tests.e2e.cometbft import Sender, equal_roots, heights, make_testnet, wait_committed
 
 ALL = [0, 1, 2, 3]
 
@@ -59,21 +53,6 @@ class BotThread(threading.Thread):
             except Exception as error:  # noqa: BLE001 - reported by the test, not swallowed
                 self.errors.append(repr(error))
             self.halt.wait(0.3)
-
-
-def equal_roots(net: Testnet, indices: list[int], height: int) -> str:
-    """The applications' own roots after `height` are equal, and equal to the app hash
-    CometBFT's header of height + 1 carries."""
-    net.wait_height(height + 1, indices)
-    roots = roots_at(net, indices, height)
-    agreed = {header_app_hash(net, i, height) for i in indices}
-    assert len(set(roots.values())) == 1, f"state roots at {height} differ: {roots}"
-    assert agreed == set(roots.values()), f"CometBFT's app hash {agreed} != roots {roots}"
-    return next(iter(roots.values()))
-
-
-def heights(net: Testnet, indices: list[int]) -> list[int]:
-    return [net.validators[i].height() for i in indices]
 
 
 def test_four_validators_commit_trades_survive_a_kill_and_halt_without_quorum(
