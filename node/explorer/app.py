@@ -118,6 +118,8 @@ class Explorer:
                 return self.static_file("favicon.svg")
             if path == "/peers.json":
                 return self.json_body({"peers": views.peer_states()})
+            if path == "/blocks.json":  # the overview's live list: compact, from the cache
+                return self.json_body({"blocks": views.latest_json()})
             if not parts:
                 return await self.page("overview.html", "overview", await views.overview())
             head, rest = parts[0], parts[1:]

@@ -156,6 +156,18 @@ class Views:
         """market id (decimal string) -> symbol."""
         return {m["market_id"]: m["market"] for m in await self.rpc.call("perp_getMarkets")}
 
+    def latest_json(self) -> list[dict[str, str]]:
+        return [
+            {
+                "height": str(b.height),
+                "hash": b.hash,
+                "time_ms": str(b.time_ms),
+                "txs": str(b.txs),
+                "rejected": str(b.rejected),
+            }
+            for b in self.history.latest(LATEST_BLOCKS)
+        ]
+
     def peer_states(self) -> list[dict[str, Any]]:
         if self.peers is None:
             return []

@@ -17,6 +17,7 @@
   var refreshTimer = null;
   var txRate = { committed: null, at: 0 };
   var charts = {};
+  var symbols = {}; // market id -> symbol (perp_getMarkets, once per connection)
   var MAX_ROWS = 20;
   var REFRESH_MS = 1000;
 
@@ -116,6 +117,9 @@
     ws.onopen = function () {
       setLive(true);
       call("subscribe", { topic: "new_heads" }).catch(quiet);
+      call("perp_getMarkets").then(function (markets) {
+        markets.forEach(function (m) { symbols[m.market_id] = m.market; });
+      }).catch(quiet);
       if (account) call("subscribe", { topic: "account:" + account }).catch(quiet);
       refresh();
     };
@@ -160,39 +164,31 @@
   }
 
   function addBlockRow(header) {
-    // The head, and any height between it and the newest row (a head that came before the
-    // subscription did, or while the socket reconnected): each row in height order.
+    // At once: the head's height on top; its tx counts (and any height this page missed)
+    // come with the next refresh of the whole list (/blocks.json, at most once a second).
     var table = byId("latest-blocks");
     if (!table) return;
-    var newest = table.tBodies[0].rows.length ? Number(table.tBodies[0].rows[0].cells[0].textContent) : -1;
-    var height = Number(header.height);
-    for (var h = Math.max(newest + 1, height - MAX_ROWS + 1); h <= height; h++) {
-      insertBlockRow(h, h === height ? header : null);
-    }
+    var rows = table.tBodies[0].rows;
+    // only the next height: a gap waits for the refresh, so the list never skips one
+    if (rows.length && Number(rows[0].cells[0].textContent) + 1 !== Number(header.height)) return;
+    prependRow("latest-blocks", blockRow({
+      height: header.height, hash: header.hash, time_ms: header.time_ms, txs: "…", rejected: "…",
+    }), MAX_ROWS);
   }
 
-  function insertBlockRow(height, header) {
-    var hash = linkCell("…", "/block/" + height, "mono");
-    var time = cell(header ? utc(header.time_ms) : "");
-    var txs = cell("…", "num");
-    var rejected = cell("–", "num");
-    var tr = row([linkCell(String(height), "/block/" + height, "num"), hash, time, txs, rejected]);
-    var tbody = byId("latest-blocks").tBodies[0];
-    var at = null;
-    for (var i = 0; i < tbody.rows.length; i++) {
-      var shown = Number(tbody.rows[i].cells[0].textContent);
-      if (shown === height) return;
-      if (shown < height) { at = tbody.rows[i]; break; }
-    }
-    tbody.insertBefore(tr, at);
-    while (tbody.rows.length > MAX_ROWS) tbody.deleteRow(tbody.rows.length - 1);
-    call("chain_getBlock", { height: String(height), full_txs: true }).then(function (block) {
-      var link = hash.firstChild;
-      link.textContent = short(block.header.hash, 16);
-      link.href = "/block/" + encodeURIComponent(block.header.hash);
-      time.textContent = utc(block.header.time_ms);
-      txs.textContent = String(block.txs.length);
-      rejected.textContent = String(block.txs.filter(function (t) { return t.code !== "0"; }).length);
+  function blockRow(b) {
+    return row([
+      linkCell(b.height, "/block/" + encodeURIComponent(b.height), "num"),
+      linkCell(short(b.hash, 16), "/block/" + encodeURIComponent(b.hash), "mono"),
+      cell(utc(b.time_ms)),
+      cell(b.txs, "num"),
+      cell(b.rejected, "num"),
+    ]);
+  }
+
+  function refreshBlocks() {
+    fetch("/blocks.json", { cache: "no-store" }).then(function (r) { return r.json(); }).then(function (data) {
+      replaceRows("latest-blocks", data.blocks.map(blockRow));
     }).catch(quiet);
   }
 
@@ -200,14 +196,14 @@
     prependRow("fills", row([
       linkCell(item.height, "/block/" + encodeURIComponent(item.height)),
       cell(item.kind),
-      cell(item.market_id),
+      cell(symbols[item.market_id] || item.market_id),
       accountCell(item.account),
       accountCell(item.counterparty),
       cell(size(item.size_atoms), "num"),
       cell(quote(item.price_quote), "num"),
       cell(quote(item.amount_quote), "num"),
       cell(""),
-    ]), 0);
+    ]), 200);
     scheduleRefresh();
   }
 
@@ -220,7 +216,7 @@
   function refresh() {
     lastRefresh = Date.now();
     call("node_status").then(showStatus).catch(quiet);
-    if (page === "overview") refreshPeers();
+    if (page === "overview") { refreshPeers(); refreshBlocks(); }
     if (page === "market" && market) refreshMarket();
     if (page === "account" && account) refreshAccount();
   }
@@ -390,7 +386,7 @@
       replaceRows("orders", a.open_orders.map(function (o) {
         return row([
           cell(o.order_id, "num"),
-          cell(o.market_id),
+          cell(symbols[o.market_id] || o.market_id),
           cell(o.side, o.side === "buy" ? "bid" : "ask"),
           cell(o.kind),
           cell(o.tif),
