@@ -14,6 +14,7 @@ script (static/explorer.js) keeps the numbers live over the listener's WebSocket
 from __future__ import annotations
 
 import json
+import logging
 import pathlib
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
@@ -24,6 +25,9 @@ import trio
 
 from node.explorer.fmt import FILTERS
 from node.explorer.views import BadRequest, NotFound, Views
+from node.log import log_event
+
+logger = logging.getLogger("perpchain.explorer")
 
 Scope = Mapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -91,9 +95,21 @@ class Explorer:
         if method not in ("GET", "HEAD"):
             status, headers, body = self.text(405, "use GET", [(b"allow", b"GET, HEAD")])
         else:
-            with trio.move_on_after(self.deadline_s) as timer:
-                status, headers, body = await self.respond(scope)
-            if timer.cancelled_caught:
+            try:
+                with trio.move_on_after(self.deadline_s) as timer:
+                    status, headers, body = await self.respond(scope)
+            except Exception as exc:  # noqa: BLE001 - a bug in a page is a 500, not a crash
+                log_event(
+                    logger,
+                    "explorer.page_failed",
+                    level=logging.ERROR,
+                    exc_info=(type(exc), exc, exc.__traceback__),
+                    path=str(scope.get("path", ""))[:100],
+                    error=type(exc).__name__,
+                )
+                status, headers, body = self.text(500, "the page failed; details in the node's log")
+                timer = None
+            if timer is not None and timer.cancelled_caught:
                 status, headers, body = await self.error_page(
                     503, "the page took longer than the request deadline; try again"
                 )

@@ -72,6 +72,7 @@ async def test_every_page_answers_200_on_a_fresh_chain(fresh: dict[str, Any]) ->
         account_links[0],
         "/ops",
         "/peers.json",
+        "/blocks.json",
         "/favicon.ico",
         "/static/explorer.js",
         "/static/explorer.css",
@@ -237,3 +238,24 @@ async def test_explorer_can_be_switched_off(tmp_path: pathlib.Path) -> None:
     async with running_node(tmp_path / "node", **{"explorer.enabled": False}) as (url, _):
         status, _ = await trio.to_thread.run_sync(lambda: _http(url + "/markets"))
     assert status == 404
+
+
+async def test_a_failing_page_is_500_and_a_slow_one_503(
+    fresh: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, _ = explorer_on(fresh["store"], fresh["home"])
+
+    async def broken() -> Any:
+        raise RuntimeError("a bug")
+
+    async def slow() -> Any:
+        await trio.sleep(5)
+
+    monkeypatch.setattr(app.views, "overview", broken)
+    monkeypatch.setattr(app.views, "markets", slow)
+    monkeypatch.setattr(app, "deadline_s", 0.05)
+    failed = await get(app, "/")
+    assert failed.status == 500 and b"a bug" not in failed.body  # details in the log only
+    late = await get(app, "/markets")
+    assert late.status == 503 and "deadline" in late.text
+    assert (await get(app, "/ops")).status == 200  # the others still answer
