@@ -155,19 +155,19 @@ def test_four_validators_commit_trades_survive_a_kill_and_halt_without_quorum(
             # Two of four stopped: 1/2 of the voting power, no block can be committed.
             net.validators[2].stop()
             net.validators[3].stop()
-            time.sleep(2.0)  # a height the two took part in may still finish
-            held = heights(net, [0, 1])
+            time.sleep(2.0)  # a height the two took part in may still reach both
+            held = max(heights(net, [0, 1]))
             time.sleep(4.0)
-            assert heights(net, [0, 1]) == held, "a block was committed without a quorum"
+            assert max(heights(net, [0, 1])) == held, "a block was committed without a quorum"
             app_heights = [
                 int(net.validators[i].client.call("node_status")["height"]) for i in [0, 1]
             ]
-            assert app_heights == held, (app_heights, held)
+            assert max(app_heights) == held, (app_heights, held)
             # Back: the chain resumes.
             net.validators[2].start()
             net.validators[3].start()
-            net.wait_height(max(held) + 3, ALL, timeout_s=90)
-            equal_roots(net, ALL, max(held) + 2)
+            net.wait_height(held + 3, ALL, timeout_s=90)
+            equal_roots(net, ALL, held + 2)
         finally:
             bots.halt.set()
             bots.join(timeout=10)
