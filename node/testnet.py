@@ -585,9 +585,9 @@ class Testnet:
     # --- reads ---
 
     def statuses(self) -> list[ValidatorStatus]:
-        """Every validator's status; `agrees` compares its application's app hash with the
-        header of the next block on the most advanced validator (or with the others' hash at
-        the same height)."""
+        """Every validator's status; `agrees` compares its application's state root after a
+        height h (its latest, or h = the network's head - 1 when it is at the head) with the
+        app hash CometBFT's header of h + 1 carries on the most advanced validator."""
         out = [v.status() for v in self.validators]
         up = [s for s in out if s.up]
         if not up:
@@ -595,13 +595,21 @@ class Testnet:
         top = max(up, key=lambda s: s.height)
         reference = self.validators[top.index]
         for s in up:
-            expected = None
-            if s.app_height + 1 <= top.height:
-                expected = reference.header_app_hash(s.app_height + 1)
-            else:
-                same = [o.app_hash for o in up if o.app_height == s.app_height and o is not s]
-                expected = same[0] if same else None
-            s.agrees = None if expected is None else expected == s.app_hash
+            height = min(s.app_height, top.height - 1)
+            if height < 1:
+                continue
+            expected = reference.header_app_hash(height + 1)
+            ours: str | None = s.app_hash
+            if height != s.app_height:
+                try:
+                    block = self.validators[s.index].client.call(
+                        "chain_getBlock", height=str(height)
+                    )
+                    ours = str(block["header"]["state_root"])
+                except (RpcUnavailable, RpcCallError, KeyError):
+                    ours = None
+            if expected is not None and ours is not None:
+                s.agrees = expected == ours
         return out
 
     def wait(
