@@ -101,7 +101,7 @@ class Workload:
 
 def run_ours(work: Workload, path: str, load_chunk: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    store = VersionedStore.open(path, history_window=256)
+    store = VersionedStore.open(path)
     timer: dict[str, float] = {}
     with _timer(timer):
         for offset in range(0, len(work.initial), load_chunk):

@@ -110,7 +110,7 @@ def test_store_scale_bench_prints_every_figure() -> None:
         "fresh_bytes_per_key",
         "fresh_open_s",
         "reopen_s",
-        "reopen_no_verify_s",
+        "reopen_rehash_s",
         "updates_per_s",
         "block_ms_p50",
         "proof_bytes_mean",

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from bisect import bisect_left
 from collections.abc import Iterable
 from typing import ClassVar
 
@@ -63,31 +62,54 @@ def bit_at(key_hash_int: int, depth: int) -> int:
 
 def root_from_sorted(key_hashes: list[int], leaf_hashes: list[bytes]) -> bytes:
     """Root over leaves sorted by key hash (ints, strictly increasing); O(n) hashes."""
-    if not key_hashes:
-        return EMPTY
-    return _subtree_hash(key_hashes, leaf_hashes, 0, len(key_hashes), 0)
+    return subtree_root(key_hashes, leaf_hashes, 0)
 
 
 def subtree_root(key_hashes: list[int], leaf_hashes: list[bytes], depth: int) -> bytes:
     """The hash of the subtree at `depth` holding these leaves (sorted, all sharing their
-    first `depth` bits): EMPTY, the lone leaf, or the node padded up to `depth`."""
-    if not key_hashes:
+    first `depth` bits): EMPTY, the lone leaf, or the node padded up to `depth`.
+
+    One pass over the leaves with a stack (no recursion, no search): the split depth of two
+    neighbours, the first bit where their key hashes differ, says how many pending left
+    subtrees close before the next leaf. A stack entry is (hash, its split depth or KEY_BITS
+    for a leaf, a key under it, the split depth with what follows). tests/core/test_merkle.py
+    checks it against the recursive definition."""
+    count = len(key_hashes)
+    if count == 0:
         return EMPTY
-    return _subtree_hash(key_hashes, leaf_hashes, 0, len(key_hashes), depth)
+    stack: list[tuple[bytes, int, int, int]] = []
+    digest, split, key = leaf_hashes[0], KEY_BITS, key_hashes[0]
+    for index in range(1, count):
+        following = key_hashes[index]
+        at = KEY_BITS - (key_hashes[index - 1] ^ following).bit_length()
+        while stack and stack[-1][3] > at:
+            left, left_split, left_key, joint = stack.pop()
+            digest = _sha256(
+                NODE_DOMAIN
+                + _pad(left, left_split, left_key, joint + 1)
+                + _pad(digest, split, key, joint + 1)
+            ).digest()
+            split, key = joint, left_key
+        stack.append((digest, split, key, at))
+        digest, split, key = leaf_hashes[index], KEY_BITS, following
+    while stack:
+        left, left_split, left_key, joint = stack.pop()
+        digest = _sha256(
+            NODE_DOMAIN
+            + _pad(left, left_split, left_key, joint + 1)
+            + _pad(digest, split, key, joint + 1)
+        ).digest()
+        split, key = joint, left_key
+    return _pad(digest, split, key, depth)
 
 
-def _subtree_hash(keys: list[int], leaves: list[bytes], lo: int, hi: int, depth: int) -> bytes:
-    if hi - lo == 1:
-        return leaves[lo]
-    first = keys[lo]
-    branch = KEY_BITS - (first ^ keys[hi - 1]).bit_length()  # first bit where the range splits
-    shift = KEY_BITS - 1 - branch
-    mid = bisect_left(keys, ((first >> shift) | 1) << shift, lo, hi)
-    left = _subtree_hash(keys, leaves, lo, mid, branch + 1)
-    right = _subtree_hash(keys, leaves, mid, hi, branch + 1)
-    digest = _sha256(NODE_DOMAIN + left + right).digest()
-    for bit_depth in range(branch - 1, depth - 1, -1):  # the shared prefix: one node per bit
-        if (first >> (KEY_BITS - 1 - bit_depth)) & 1:
+def _pad(digest: bytes, split: int, key: int, depth: int) -> bytes:
+    """A subtree whose node sits at depth `split`, seen from `depth` (<= split): one one-sided
+    node per bit of the shared prefix in between; a leaf (split KEY_BITS) rises as is."""
+    if split == KEY_BITS:
+        return digest
+    for bit_depth in range(split - 1, depth - 1, -1):
+        if (key >> (KEY_BITS - 1 - bit_depth)) & 1:
             digest = _sha256(NODE_DOMAIN + EMPTY + digest).digest()
         else:
             digest = _sha256(NODE_DOMAIN + digest + EMPTY).digest()

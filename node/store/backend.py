@@ -2,12 +2,19 @@
 
 Imports plyvel and node.store.{errors,schema}. A backend offers point reads, ordered range
 iteration and atomic, optionally synced, batches; nothing else of the store depends on plyvel.
+
+It also keeps the *close seal*: the store's tree, saved by a clean close together with the
+backend's write position (LevelDB: its write-ahead log files, which every write appends to
+and every open of the database replaces), and handed back by the next open only if the
+position is still the same, i.e. nothing wrote to or even opened the database in between
+(docs/STORE.md, "Reopen").
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
+import struct
 from bisect import bisect_left, insort
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
@@ -46,7 +53,21 @@ class Backend(Protocol):
 
     def compact(self) -> None: ...
 
-    def close(self) -> None: ...
+    def write_position(self) -> Any:
+        """A value that changes with every write to the backend, by anyone."""
+        ...
+
+    def take_seal(self) -> bytes | None:
+        """The seal the last clean close saved, if nothing wrote since; only once."""
+        ...
+
+    def close(self, seal: bytes | None = None) -> None:
+        """Close; `seal` (the store's tree) is saved with the write position after it."""
+        ...
+
+
+SEAL_FILE = "PERPCHAIN-SEAL"  # in the LevelDB directory; LevelDB ignores names it did not make
+_SEAL_HEAD = struct.Struct(">4sI")
 
 
 class Reader(Protocol):
@@ -70,6 +91,7 @@ class LevelDBBackend:
         write_buffer_bytes: int = 16 << 20,
     ) -> None:
         self.path = os.fspath(path)
+        self._seal = self._consume_seal()
         try:
             # A block cache and bloom filters halve the cost of the point reads of every commit
             # (old values for the diff); a larger write buffer keeps recent blocks in memory.
@@ -128,9 +150,67 @@ class LevelDBBackend:
     def compact(self) -> None:
         self._db.compact_range()
 
-    def close(self) -> None:
-        if not self._db.closed:
-            self._db.close()
+    def write_position(self) -> Any:
+        """The newest write-ahead log's name and size and the manifest LevelDB points to: a
+        write appends to the newest log before it returns (or starts a newer one), an open
+        starts a new log and manifest, and background compaction only deletes older logs
+        (tests/store/test_reopen.py pins this)."""
+        newest = ""
+        try:
+            with os.scandir(self.path) as entries:
+                for entry in entries:
+                    name = entry.name
+                    if name.endswith(".log") and (len(name), name) > (len(newest), newest):
+                        newest = name
+            size = os.stat(os.path.join(self.path, newest)).st_size if newest else -1
+            with open(os.path.join(self.path, "CURRENT"), "rb") as current:
+                manifest = current.read()
+        except OSError:
+            return None
+        return (newest, size, manifest)
+
+    def _consume_seal(self) -> bytes | None:
+        """Read and delete the seal before LevelDB opens (an open changes the position)."""
+        path = os.path.join(self.path, SEAL_FILE)
+        try:
+            with open(path, "rb") as file:
+                data = file.read()
+            os.unlink(path)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return None
+        position = self.write_position()
+        if len(data) < _SEAL_HEAD.size:
+            return None
+        magic, length = _SEAL_HEAD.unpack_from(data)
+        end = _SEAL_HEAD.size + length
+        if (
+            magic != b"PCSL"
+            or len(data) < end
+            or data[_SEAL_HEAD.size : end] != repr(position).encode()
+        ):
+            return None
+        return data[end:]
+
+    def take_seal(self) -> bytes | None:
+        seal, self._seal = self._seal, None
+        return seal
+
+    def close(self, seal: bytes | None = None) -> None:
+        if self._db.closed:
+            return
+        self._db.close()
+        if seal is None:
+            return
+        position = repr(self.write_position()).encode()
+        path = os.path.join(self.path, SEAL_FILE)
+        # Not fsynced: after a power loss a torn or stale seal fails its checks and the store
+        # rebuilds its tree from the state, which is the path of any unclean shutdown.
+        with open(path + ".tmp", "wb") as file:
+            file.write(_SEAL_HEAD.pack(b"PCSL", len(position)) + position)
+            file.write(seal)
+        os.replace(path + ".tmp", path)
 
 
 class _Snapshot:
@@ -154,6 +234,8 @@ class MemoryBackend:
     def __init__(self) -> None:
         self._data: dict[bytes, bytes] = {}
         self._keys: list[bytes] = []
+        self._writes = 0
+        self._seal: tuple[int, bytes] | None = None
 
     def get(self, key: bytes) -> bytes | None:
         return self._data.get(key)
@@ -170,6 +252,7 @@ class MemoryBackend:
         return ((key, data[key]) for key in keys if key in data)
 
     def write(self, ops: Sequence[Op], *, sync: bool = True) -> None:
+        self._writes += 1
         data, keys = self._data, self._keys
         for key, value in ops:
             if value is None:
@@ -191,8 +274,17 @@ class MemoryBackend:
     def compact(self) -> None:
         pass  # nothing to reclaim in memory
 
-    def close(self) -> None:
-        pass
+    def write_position(self) -> Any:
+        return self._writes
+
+    def take_seal(self) -> bytes | None:
+        saved, self._seal = self._seal, None
+        if saved is None or saved[0] != self._writes:
+            return None
+        return saved[1]
+
+    def close(self, seal: bytes | None = None) -> None:
+        self._seal = None if seal is None else (self._writes, seal)
 
 
 def fsync_dir(path: pathlib.Path) -> None:

@@ -28,9 +28,11 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from node.core import merkle
+from node.store.flattree import FlatTree
 
 logger = logging.getLogger("perpchain.store")
 
@@ -42,18 +44,26 @@ _pool: multiprocessing.pool.Pool | None = None
 _pool_lock = threading.Lock()
 
 
-def _half_root(khs: list[bytes], values: list[bytes]) -> tuple[bytes, int]:
-    """(subtree hash at depth 1, leaf count) of one half."""
-    sha, vd, ld = hashlib.sha256, merkle.VALUE_DOMAIN, merkle.LEAF_DOMAIN
+def _leaves(pairs: list[tuple[bytes, bytes]]) -> tuple[list[bytes], list[bytes]]:
+    """(key hashes, leaf hashes) of pairs, in their order: two thirds of the hashing."""
+    sha, kd, vd, ld = hashlib.sha256, merkle.KEY_DOMAIN, merkle.VALUE_DOMAIN, merkle.LEAF_DOMAIN
+    khs = [sha(kd + key).digest() for key, _ in pairs]
     leaves = [
-        sha(ld + kh + sha(vd + v).digest()).digest() for kh, v in zip(khs, values, strict=True)
+        sha(ld + kh + sha(vd + value).digest()).digest()
+        for kh, (_, value) in zip(khs, pairs, strict=True)
     ]
+    return khs, leaves
+
+
+def _half_root(khs: list[bytes], leaves: list[bytes]) -> tuple[bytes, int]:
+    """(subtree hash at depth 1, leaf count) of one half: the other third of the hashing."""
     order = sorted(range(len(khs)), key=khs.__getitem__)
     ints = [int.from_bytes(khs[i], "big") for i in order]
     return merkle.subtree_root(ints, [leaves[i] for i in order], 1), len(khs)
 
 
-# What the worker runs; a module attribute so a test can substitute a slow or failing one.
+# What the worker runs; module attributes so a test can substitute a slow or failing one.
+_worker_leaves = _leaves
 _worker_half = _half_root
 
 
@@ -104,14 +114,32 @@ def stop_pool() -> None:
 atexit.register(stop_pool)
 
 
-def _submit(half: tuple[list[bytes], list[bytes]]) -> Any:
-    """The worker's pending result for `half`, or None when no pool can be started."""
+def _submit(function: Any, *args: Any) -> Any:
+    """The worker's pending result of `function(*args)`, or None when no pool can start."""
     try:
-        return start_pool().apply_async(_worker_half, half)
+        return start_pool().apply_async(function, args)
     except (OSError, ValueError, RuntimeError) as error:  # no processes, closed pool
         logger.warning("parallel.pool_unavailable error=%s", type(error).__name__)
         stop_pool()
         return None
+
+
+def _await(pending: Any, started: float, timeout_s: float | None, keys: int) -> Any:
+    """The worker's answer, or None (then the parent does that part itself): waited for at
+    most `timeout_s` after the parent's own part, started at `started`, is done."""
+    if pending is None:
+        return None
+    wait_s = (
+        timeout_s if timeout_s is not None else max(WAIT_MIN_S, 2 * (time.monotonic() - started))
+    )
+    try:
+        return pending.get(timeout=wait_s)
+    except multiprocessing.TimeoutError:
+        logger.warning("parallel.worker_timeout keys=%d wait_s=%.1f", keys, wait_s)
+        stop_pool()  # a worker that did not answer in time may be stuck: start afresh
+    except Exception as error:  # whatever the worker raised: the parent does it instead
+        logger.warning("parallel.worker_failed error=%s", type(error).__name__)
+    return None
 
 
 def state_root(
@@ -121,39 +149,54 @@ def state_root(
     timeout_s: float | None = None,
 ) -> bytes:
     """The Merkle root of `pairs` (unique keys), on two processes when it pays. `timeout_s`:
-    how long to wait for the worker after the parent's half is done (None: the default rule
-    of the module docstring); past it the parent computes the right half itself."""
+    how long to wait for the worker after the parent's part is done (None: the default rule
+    of the module docstring); past it the parent computes that part itself.
+
+    Two rounds, each split evenly: the leaves of each half of the pairs (key, value and leaf
+    hashes), then the subtree of each half of the key-hash space (the internal nodes)."""
     if len(pairs) < min_keys or (os.cpu_count() or 1) < 2:
         return merkle.reference_root(pairs)
-    sha, kd = hashlib.sha256, merkle.KEY_DOMAIN
-    khs = [sha(kd + key).digest() for key, _ in pairs]
-    bits = [kh[0] >> 7 for kh in khs]
-    halves = tuple(
-        (
-            [kh for kh, bit in zip(khs, bits, strict=True) if bit == side],
-            [p[1] for p, bit in zip(pairs, bits, strict=True) if bit == side],
-        )
-        for side in (0, 1)
-    )
-    pending = _submit(halves[1])
+    middle = len(pairs) // 2
     started = time.monotonic()
-    left = _half_root(*halves[0])
-    right: tuple[bytes, int] | None = None
-    if pending is not None:
-        wait_s = (
-            timeout_s
-            if timeout_s is not None
-            else max(WAIT_MIN_S, 2 * (time.monotonic() - started))
-        )
-        try:
-            digest, count = pending.get(timeout=wait_s)
-            if isinstance(digest, bytes) and len(digest) == 32 and count == len(halves[1][0]):
-                right = (digest, count)
-        except multiprocessing.TimeoutError:
-            logger.warning("parallel.worker_timeout keys=%d wait_s=%.1f", len(pairs), wait_s)
-            stop_pool()  # a worker that did not answer in time may be stuck: start afresh
-        except Exception as error:  # whatever the worker raised: the parent does it instead
-            logger.warning("parallel.worker_failed error=%s", type(error).__name__)
-    if right is None:
-        right = _half_root(*halves[1])
+    pending = _submit(_worker_leaves, pairs[middle:])
+    khs, leaves = _leaves(pairs[:middle])
+    answer = _await(pending, started, timeout_s, len(pairs))
+    if (
+        type(answer) is not tuple
+        or len(answer) != 2
+        or len(answer[0]) != len(pairs) - middle
+        or len(answer[1]) != len(pairs) - middle
+    ):
+        answer = _leaves(pairs[middle:])
+    khs += answer[0]
+    leaves += answer[1]
+    sides: tuple[tuple[list[bytes], list[bytes]], tuple[list[bytes], list[bytes]]] = (
+        ([], []),
+        ([], []),
+    )
+    for kh, leaf in zip(khs, leaves, strict=True):
+        side = sides[kh[0] >> 7]
+        side[0].append(kh)
+        side[1].append(leaf)
+    started = time.monotonic()
+    pending = _submit(_worker_half, *sides[1])
+    left = _half_root(*sides[0])
+    right = _await(pending, started, timeout_s, len(pairs))
+    if not (
+        type(right) is tuple
+        and len(right) == 2
+        and isinstance(right[0], bytes)
+        and len(right[0]) == 32
+        and right[1] == len(sides[1][0])
+    ):
+        right = _half_root(*sides[1])
     return _combine(left, right)
+
+
+def flat_tree(pairs: Iterable[tuple[bytes, bytes]]) -> FlatTree:
+    """The tree of the state `pairs` (unique keys, any order): the rebuild of an open after an
+    unclean shutdown or a repair. One process: its records must end up in this one."""
+    sha, kd, vd = hashlib.sha256, merkle.KEY_DOMAIN, merkle.VALUE_DOMAIN
+    records = [sha(kd + key).digest() + sha(vd + value).digest() for key, value in pairs]
+    records.sort()
+    return FlatTree.from_sorted_records(records, len(records))

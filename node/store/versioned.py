@@ -1,6 +1,6 @@
-"""VersionedStore: flat state + per-height diffs + versioned values + an in-memory Merkle tree.
+"""VersionedStore: flat state + per-height diffs + versioned values + a flat-array Merkle tree.
 
-Imports node.core.{merkle,errors}, node.store.{backend,errors,schema,tree} and msgpack.
+Imports node.core.{merkle,errors}, node.store.{backend,errors,flattree,schema} and msgpack.
 
 Write path (`commit`): validate everything, compute the new tree (copy-on-write, so the old
 version stays intact), then write ONE atomic synced batch: flat values, versioned values, the
@@ -12,8 +12,11 @@ Read path: the head from the flat table (one get); an older retained height from
 table (one seek). Proofs at the head use the live tree; at an older height, a tree rebuilt from
 the nearest newer one by undoing diffs (cost grows with what changed since, not with the state).
 
-Open: the tree is rebuilt from the flat table and its root must equal the recorded root of the
-head, so a store that opens is a store whose state verifies (tampering fails loudly here).
+Open: after a clean close the tree comes back from the seal the close saved, which the
+backend hands back only if nothing wrote to (or opened) the database since; otherwise it is
+rebuilt from the flat table and its root must equal the recorded root of the head, so damage
+written around the store while it was closed, or by anyone but the store while it was open,
+fails loudly here (docs/STORE.md, "Reopen").
 Rollback writes a progress marker, then undoes heights newest-first in atomic chunks, each
 leaving a valid committed version; a crash mid-way is finished by the next `open`.
 Import (`import_state`, for snapshots) fills an empty store at a base height behind a sealed
@@ -23,9 +26,9 @@ See docs/STORE.md for the design and its departures from DESIGN.md.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import itertools
+import logging
 import os
 from bisect import bisect_left
 from collections import OrderedDict
@@ -36,7 +39,7 @@ import msgpack
 
 from node.core import merkle
 from node.core.steps import Steps, drive
-from node.store import parallel, schema, tree
+from node.store import parallel, schema
 from node.store.backend import Backend, LevelDBBackend, Op, Reader
 from node.store.errors import (
     HeightUnavailable,
@@ -45,6 +48,7 @@ from node.store.errors import (
     StoreCorrupted,
     StoreError,
 )
+from node.store.flattree import Change, Delta, FlatTree, make_change
 
 STAGE_STEP = 256  # keys staged between two yields of stage_steps
 
@@ -54,12 +58,8 @@ MAX_RECORD_NAME_BYTES = 64
 MAX_RECORD_BYTES = 64 << 20
 ROLLBACK_ROWS_PER_BATCH = 50_000
 IMPORT_PAIRS_PER_BATCH = 10_000  # 2 rows each: bounded memory and batch size for import_state
-# The in-memory tree is a large graph of acyclic tuples: reference counting frees every node,
-# but CPython's cyclic collector still walks them all on each full collection (~0.2 s per 100k
-# keys, every ~10 blocks at default thresholds: a third of commit time on the block benchmark).
-# Raising the young-generation threshold makes full collections rare; cyclic garbage is still
-# collected. Processes that embed the store with other needs pass tune_gc=False.
-GC_THRESHOLDS = (100_000, 50, 100)
+OLD_VERSIONS_CACHED = 4  # deltas of older heights kept for proofs (until the head moves)
+logger = logging.getLogger("perpchain.store")
 
 _ABSENT = 0
 _PRESENT = 1
@@ -94,8 +94,8 @@ class Staged(NamedTuple):
     height: int
     root: bytes
     changed_keys: int
-    base: Any  # the tree it was computed on (identity-checked at commit)
-    node: Any
+    base: int  # the head version it was computed on (checked at commit)
+    node: Delta  # the tree's changes
     ops: list[tuple[bytes, bytes | None]]
     diff: list[list[Any]]  # packed by commit_staged, after any index entries given there
 
@@ -184,23 +184,24 @@ class VersionedStore:
         self,
         backend: Backend,
         *,
-        history_window: int = 32,
         verify_on_open: bool = True,
-        tune_gc: bool = True,
+        rehash_on_open: bool = False,
     ) -> None:
-        if tune_gc and gc.get_threshold()[0] < GC_THRESHOLDS[0]:
-            gc.set_threshold(*GC_THRESHOLDS)
         self._db = backend
         # Every read goes to `_reads`: the backend, or while a commit's batch is written in a
         # worker thread (commit_staged_steps), a snapshot of the version before it, so a
         # reader never sees rows of a version the head has not moved to.
         self._reads: Reader = backend
-        self._window = max(1, history_window)
         self._closed = False
-        self._recent: OrderedDict[int, tree.Node] = OrderedDict()  # height -> root node
-        self._rebuilt: OrderedDict[int, tree.Node] = OrderedDict()  # LRU of older versions
+        self._height, self._root = -1, merkle.EMPTY_ROOT
+        self._version = 0  # bumped whenever the head tree moves: voids staged versions
+        self._old: OrderedDict[int, Delta] = OrderedDict()  # LRU: height -> delta over head
+        self._tree = FlatTree.empty()
+        self.open_check = "new"  # how open obtained the tree: "seal", "rehashed", "mismatch"
+        self._position: Any = None
+        self.written_around = False  # see _check_position
         try:
-            self._open(verify_on_open)
+            self._open(verify_on_open, rehash_on_open)
         except BaseException:
             backend.close()
             raise
@@ -217,16 +218,53 @@ class VersionedStore:
         self.close()
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._recent.clear()
-            self._rebuilt.clear()
-            self._db.close()
+        """Close; the tree is saved as the close seal unless rows were written around the
+        store (then the next open rebuilds the tree from the state and checks it)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._old.clear()
+        seal = None
+        try:
+            seal = self._seal()
+        finally:
+            self._db.close(seal)
+
+    def _seal(self) -> bytes | None:
+        self._check_position()
+        if self._height < 0 or self.written_around or self._tree.root() != self._root:
+            return None  # nothing to save, damage to find, or a tree not the head's
+        return schema.u64(self._height) + self._root + self._tree.to_bytes()
+
+    def _check_position(self) -> None:
+        """Has anything but this store written to its database since the store's last write?
+        Then the seal is void for good: the next open rehashes the state (and finds the rows
+        if they are damage), however many commits follow."""
+        if not self.written_around and self._db.write_position() != self._position:
+            self.written_around = True
+            logger.error(
+                "store.written_around height=%d: rows were written to the database around the "
+                "store; the next open rebuilds the tree from the state and checks it "
+                "(perpchain verify finds and names them now)",
+                self._height,
+            )
+
+    def _write(self, ops: list[Op], *, sync: bool = True) -> None:
+        """Every write of the store: the backend's position after it is the store's own."""
+        self._check_position()
+        self._db.write(ops, sync=sync)
+        self._position = self._db.write_position()
+
+    def _write_steps(self, ops: list[Op]) -> Steps[None]:
+        self._check_position()
+        yield from self._db.write_steps(ops, sync=True)
+        self._position = self._db.write_position()
 
     # ------------------------------------------------------------------ open and recovery
 
-    def _open(self, verify_on_open: bool) -> None:
+    def _open(self, verify_on_open: bool, rehash_on_open: bool) -> None:
         db = self._db
+        seal = db.take_seal()
         fmt = db.get(schema.META_FORMAT)
         if fmt is None:
             if next(iter(db.scan(b"")), None) is not None:
@@ -244,20 +282,40 @@ class VersionedStore:
             )
         epoch = db.get(schema.META_EPOCH)
         self._epoch = 0 if epoch is None else schema.read_u64(epoch)
+        self._position = db.write_position()  # from here on every write is the store's own
         marker = db.get(schema.META_ROLLBACK)
         if marker is not None:
             self._undo_to_marker(marker, None)
         self._height, self._root = self._read_latest()
-        node = tree.build_from_pairs(self._iter_flat(b""))
-        self._root_node = node
-        if marker is not None and tree.root_hash(node) != self._root:
+        sealed = None
+        if seal is not None and marker is None and not rehash_on_open:
+            sealed = self._from_seal(seal)
+        if sealed is not None:
+            self._tree, self.open_check = sealed, "seal"
+            return
+        self._tree = self._tree_from_flat()
+        if marker is not None and self._tree.root() != self._root:
             self.repair_flat()  # a rollback of damaged state: completed from the history
-            node = self._root_node
+        self.open_check = "rehashed" if self._tree.root() == self._root else "mismatch"
         if verify_on_open or marker is not None:
-            self._check_root(node, self._height, self._root, "on open")
-        self._remember(self._height, node)
+            self._check_root(self._tree, self._height, self._root, "on open")
         if marker is not None:
-            db.write([(schema.META_ROLLBACK, None)], sync=True)
+            self._write([(schema.META_ROLLBACK, None)], sync=True)
+
+    def _from_seal(self, seal: bytes) -> FlatTree | None:
+        """The tree of a clean close, if it is the head's (else None: rebuild)."""
+        if len(seal) < 40 or schema.read_u64(seal) != self._height or seal[8:40] != self._root:
+            return None
+        try:
+            tree = FlatTree.from_bytes(seal[40:])
+        except StoreCorrupted as error:
+            logger.warning("store.seal_refused error=%s", error)
+            return None
+        return tree if tree.root() == self._root else None
+
+    def _tree_from_flat(self) -> FlatTree:
+        """The tree of the flat table: every key and value hashed (O(state))."""
+        return parallel.flat_tree(self._iter_flat(b""))
 
     @staticmethod
     def _describe_import(raw: bytes) -> str:
@@ -287,8 +345,10 @@ class VersionedStore:
             raise StoreCorrupted(f"latest marker root differs from the recorded root of {height}")
         return height, root
 
-    def _check_root(self, node: tree.Node, height: int, expected: bytes, when: str) -> None:
-        actual = tree.root_hash(node)
+    def _check_root(
+        self, tree: FlatTree, height: int, expected: bytes, when: str, delta: Delta | None = None
+    ) -> None:
+        actual = tree.root(delta)
         if actual != expected:
             raise StoreCorrupted(
                 f"state root mismatch {when} at height {height}: "
@@ -408,7 +468,7 @@ class VersionedStore:
         """Canonical inclusion or non-inclusion proof of `key` against `root(height)`."""
         self._check_open()
         _check_key(key)
-        return tree.prove(self._tree_at(height), key)
+        return self._tree.prove(key, self._delta_at(height))
 
     def index_get(self, key: bytes) -> bytes | None:
         """The latest value of a non-Merkleized index entry (tx hash -> location, ...)."""
@@ -516,7 +576,7 @@ class VersionedStore:
         get = self._reads.get
         ops: list[Op] = []
         diff: list[list[Any]] = []
-        changes: list[tree.Change] = []
+        changes: list[Change] = []
         for position, (key, value) in enumerate(state):
             if position % STAGE_STEP == STAGE_STEP - 1:
                 yield None
@@ -526,7 +586,7 @@ class VersionedStore:
                 continue
             diff.append([schema.NS_STATE, key, _ABSENT if old is None else _PRESENT, old or b""])
             ops.append((flat, value))
-            change = tree.make_change(key, value)
+            change = make_change(key, value)
             changes.append(change)
             # A versioned value carries 8 bytes of its hash so an old read of damaged bytes
             # fails loudly instead of answering wrong (the hash is computed for the tree anyway).
@@ -535,14 +595,9 @@ class VersionedStore:
             ops.append((schema.versioned_key(key, height), versioned))
         self._stage_index(extra, ops, diff)
         changes.sort()
-        # The tree takes the changes a slice at a time (each slice sorted and unique, so the
-        # result is the tree of one update): a little re-hashing near the root per slice buys
-        # steps of a few milliseconds instead of one of ~15 ms per 1,000-order block.
-        node = self._root_node
-        for start in range(0, len(changes), STAGE_STEP):
-            yield None
-            node = tree.update(node, changes[start : start + STAGE_STEP])
-        return Staged(height, tree.root_hash(node), len(changes), self._root_node, node, ops, diff)
+        yield None
+        delta = yield from self._tree.compute_steps(changes)
+        return Staged(height, self._tree.root(delta), len(changes), self._version, delta, ops, diff)
 
     def _stage_index(
         self, entries: list[tuple[bytes, bytes | None]], ops: list[Op], diff: list[list[Any]]
@@ -588,7 +643,7 @@ class VersionedStore:
         self._check_open()
         if epoch is not None and epoch != self._epoch:
             raise StaleWriter(f"commit from writer epoch {epoch}; the store is at {self._epoch}")
-        if staged.height != self._height + 1 or staged.base is not self._root_node:
+        if staged.height != self._height + 1 or staged.base != self._version:
             raise StoreError(f"staged version {staged.height} is void: the store moved on")
         ops = list(staged.ops)
         diff = list(staged.diff)
@@ -610,13 +665,25 @@ class VersionedStore:
         yield None
         self._reads = self._db.snapshot()
         try:
-            yield from self._db.write_steps(ops, sync=True)
-            self._height, self._root, self._root_node = height, root, staged.node
+            yield from self._write_steps(ops)
+            self._height, self._root = height, root
+            self._move_tree(staged.node)
             self._meta_written(meta_ops)
         finally:
             self._reads = self._db  # the snapshot goes with its last reader
-        self._remember(height, staged.node)
         return root
+
+    def _move_tree(self, delta: Delta | None, tree: FlatTree | None = None) -> None:
+        """The head tree moves (a delta applied, or a new tree): older views are void."""
+        if tree is not None:
+            self._tree = tree
+        if delta is not None:
+            self._tree.apply(delta)
+        self._version += 1
+        self._old.clear()
+        if self._tree.needs_regrow():  # the state outgrew its buckets: O(state), rarely
+            self._tree = self._tree.regrown()
+            logger.info("store.tree_regrown keys=%d depth=%d", self._tree.count, self._tree.depth)
 
     # ------------------------------------------------------------------ import
 
@@ -656,10 +723,10 @@ class VersionedStore:
         for key, value in entries:
             if value is not None:
                 final.append((schema.INDEX + key, _seal(value)))
-        self._db.write([(schema.META_IMPORT, _seal(_pack([height, expected_root])))], sync=True)
+        self._write([(schema.META_IMPORT, _seal(_pack([height, expected_root])))], sync=True)
         try:
-            node = tree.build_from_changes(self._import_rows(pairs, height))
-            root = tree.root_hash(node)
+            tree = FlatTree.from_changes(self._import_rows(pairs, height))
+            root = tree.root()
             if root != expected_root:
                 raise ImportRefused(
                     f"imported state of height {height} hashes to {root.hex()}, "
@@ -672,16 +739,14 @@ class VersionedStore:
                 (schema.META_IMPORT, None),
                 (schema.META_LATEST, _pack([height, root])),  # last: the commit point
             ]
-            self._db.write(final, sync=True)
+            self._write(final, sync=True)
         except BaseException:
             self._discard_import()
             raise
-        self._height, self._root, self._root_node = height, root, node
-        self._remember(height, node)
+        self._height, self._root = height, root
+        self._move_tree(None, tree)
 
-    def _import_rows(
-        self, pairs: Iterable[tuple[bytes, bytes]], height: int
-    ) -> Iterator[tree.Change]:
+    def _import_rows(self, pairs: Iterable[tuple[bytes, bytes]], height: int) -> Iterator[Change]:
         """Check each pair, write flat + versioned rows in bounded unsynced batches (the final
         synced batch of import_state makes them durable with it), yield its tree change."""
         ops: list[Op] = []
@@ -695,18 +760,18 @@ class VersionedStore:
             if _check_value(key, value) is None:
                 raise ValueError(f"value of {key!r} is None: a state holds live pairs only")
             previous = key
-            change = tree.make_change(key, value)
+            change = make_change(key, value)
             vh = change[2]
             if vh is None:
                 raise StoreCorrupted("a flat write without a value hash")
             ops.append((schema.FLAT + key, value))
             ops.append((schema.versioned_key(key, height), b"\x01" + vh[:8] + value))
             if len(ops) >= 2 * IMPORT_PAIRS_PER_BATCH:
-                self._db.write(ops, sync=False)
+                self._write(ops, sync=False)
                 ops = []
             yield change
         if ops:
-            self._db.write(ops, sync=False)
+            self._write(ops, sync=False)
 
     def _holds_only_meta(self) -> bool:
         """No rows but meta rows (format, epoch): nothing was ever committed or imported."""
@@ -727,8 +792,8 @@ class VersionedStore:
                 ]
                 if not batch:
                     break
-                self._db.write(batch, sync=False)
-        self._db.write([(schema.META_IMPORT, None)], sync=True)
+                self._write(batch, sync=False)
+        self._write([(schema.META_IMPORT, None)], sync=True)
 
     @staticmethod
     def _check_record(name: str | bytes, blob: object) -> bytes:
@@ -743,12 +808,13 @@ class VersionedStore:
         """Compact the whole LevelDB keyspace (a maintenance job: run by the writer)."""
         self._check_open()
         self._db.compact()
+        self._position = self._db.write_position()  # a compaction starts a new log
 
     def advance_epoch(self) -> int:
         """Start a new fencing epoch (durably); writers holding the old one are refused."""
         self._check_open()
         epoch = self._epoch + 1
-        self._db.write([(schema.META_EPOCH, schema.u64(epoch))], sync=True)
+        self._write([(schema.META_EPOCH, schema.u64(epoch))], sync=True)
         self._epoch = epoch
         return epoch
 
@@ -800,7 +866,7 @@ class VersionedStore:
         """Entries of `maintenance_*_meta` as one synced batch of their own (no block)."""
         self._check_open()
         ops = self._check_meta(meta)
-        self._db.write(ops, sync=True)
+        self._write(ops, sync=True)
         self._meta_written(ops)
 
     @staticmethod
@@ -835,7 +901,7 @@ class VersionedStore:
             raise HeightUnavailable("an empty store has nothing to checkpoint")
         root = self.root(height)
         record = _seal(_pack([height, root, reason]))
-        self._db.write([(schema.checkpoint_key(raw_name), record)], sync=True)
+        self._write([(schema.checkpoint_key(raw_name), record)], sync=True)
         return Checkpoint(raw_name.decode("utf-8", "replace"), height, root)
 
     def checkpoints(self) -> list[Checkpoint]:
@@ -863,7 +929,7 @@ class VersionedStore:
         key = schema.checkpoint_key(_check_name(name))
         if self._reads.get(key) is None:
             raise KeyError(f"no checkpoint named {name!r}")
-        self._db.write([(key, None)], sync=True)
+        self._write([(key, None)], sync=True)
 
     @staticmethod
     def _decode_checkpoint(raw: bytes) -> tuple[int, bytes, str]:
@@ -915,33 +981,27 @@ class VersionedStore:
                 _seal(_pack(self._head_values_since(height))),
             )
         )
-        self._db.write(ops, sync=True)
+        self._write(ops, sync=True)
         from_height = self._height
         undone: dict[bytes, bytes | None] = {}
         heights, rows = self._undo_to_marker(marker, undone)
-        node = tree.update(
-            self._root_node, sorted(tree.make_change(k, v) for k, v in undone.items())
-        )
+        delta = self._tree.compute(sorted(make_change(k, v) for k, v in undone.items()))
         expected = self._recorded_root(height)
         if expected is None:
             raise StoreCorrupted(f"no recorded root at height {height}")
         repaired: tuple[bytes, ...] = ()
-        for cache in (self._recent, self._rebuilt):
-            for stale in [h for h in cache if h > height]:
-                del cache[stale]
+        self._height = height
+        self._move_tree(delta)
         flat_root = None
-        if check_flat and tree.root_hash(node) == expected:
+        if check_flat and self._tree.root() == expected:
             flat_root = parallel.state_root(list(self._iter_flat(b"")))
-        if tree.root_hash(node) != expected or flat_root not in (None, expected):
+        if self._tree.root() != expected or flat_root not in (None, expected):
             # The flat rows were written around the store (the diffs' old values are what the
             # flat table held): restore them from the versioned history, which the recorded
             # roots cover, and require the recorded root again.
-            self._height = height
             repaired = tuple(d.key for d in self.repair_flat())
-            node = self._root_node
-        self._db.write([(schema.META_ROLLBACK, None)], sync=True)
-        self._height, self._root, self._root_node = height, expected, node
-        self._remember(height, node)
+        self._write([(schema.META_ROLLBACK, None)], sync=True)
+        self._root = expected
         return RollbackResult(fork_id, from_height, height, heights, rows, repaired)
 
     def _undo_to_marker(
@@ -976,7 +1036,7 @@ class VersionedStore:
                 raise StoreCorrupted(f"rollback: no recorded root for height {below}")
             ops.extend(pending.items())
             ops.append((schema.META_LATEST, _pack([below, root])))
-            self._db.write(ops, sync=True)
+            self._write(ops, sync=True)
             if undone is not None:
                 for physical, value in pending.items():
                     if physical[:1] == schema.FLAT:
@@ -1130,10 +1190,9 @@ class VersionedStore:
         for key in sorted(touched):
             rows += self._prune_versions(key, pins, before, ops)
         ops.append((schema.META_FLOOR, schema.u64(before)))
-        self._db.write(ops, sync=True)
-        for cache in (self._recent, self._rebuilt):
-            for gone in [h for h in cache if h in doomed_set]:
-                del cache[gone]
+        self._write(ops, sync=True)
+        for gone in [h for h in self._old if h in doomed_set]:
+            del self._old[gone]
         return rows
 
     def _prune_versions(self, key: bytes, pins: list[int], before: int, ops: list[Op]) -> int:
@@ -1211,18 +1270,15 @@ class VersionedStore:
         itself does not hash to it. Returns what was repaired."""
         differences = self.flat_differences()
         if differences:
-            self._db.write([(schema.flat_key(d.key), d.history) for d in differences], sync=True)
-        node = tree.build_from_pairs(self._iter_flat(b""))
+            self._write([(schema.flat_key(d.key), d.history) for d in differences], sync=True)
+        tree = self._tree_from_flat()
         if self._height >= 0:
             recorded = self._recorded_root(self._height)
             if recorded is None:
                 raise StoreCorrupted("no recorded root for a retained height")
-            self._check_root(node, self._height, recorded, "after repair from history")
+            self._check_root(tree, self._height, recorded, "after repair from history")
             self._root = recorded
-        self._root_node = node
-        self._recent.clear()
-        self._rebuilt.clear()
-        self._remember(self._height, node)
+        self._move_tree(None, tree)
         return differences
 
     def _versioned_value(self, key: bytes, physical: bytes, raw: bytes) -> bytes | None:
@@ -1263,26 +1319,27 @@ class VersionedStore:
         check each recorded root, each versioned value and each checkpoint; then the check
         bytes of every record, index entry, archived row and fork record. Returns heights."""
         self.verify()
-        node = self._root_node
+        tree = self._tree.copy()  # walked down the heights by undoing their diffs
         heights = self.retained_heights()
         for position in range(len(heights) - 1, -1, -1):
             height = heights[position]
-            self._check_root(node, height, self.root(height), "in history")
+            self._check_root(tree, height, self.root(height), "in history")
             entries = [e for e in self._read_diff(height) if e[0] == schema.NS_STATE]
             for _, key, _, _ in entries:
                 value = self._versioned_get(key, height)
-                stored = tree.lookup(node, tree.make_change(key, None)[0])
+                stored = tree.lookup(make_change(key, None)[1])
                 expected = None if value is None else merkle.value_hash(value)
                 if stored != expected:
                     raise StoreCorrupted(f"versioned value of {key!r} at {height} is not the state")
             if position == 0:
                 break
-            node = tree.update(
-                node,
-                sorted(
-                    tree.make_change(key, old if flag == _PRESENT else None)
-                    for _, key, flag, old in entries
-                ),
+            tree.apply(
+                tree.compute(
+                    sorted(
+                        make_change(key, old if flag == _PRESENT else None)
+                        for _, key, flag, old in entries
+                    )
+                )
             )
         for cp in self.checkpoints():
             if self.root(cp.height) != cp.root:
@@ -1344,39 +1401,30 @@ class VersionedStore:
             out.append((entry[0], entry[1], entry[2], entry[3]))
         return out
 
-    def _remember(self, height: int, node: tree.Node) -> None:
-        if height < 0:
-            return
-        self._recent[height] = node
-        while len(self._recent) > self._window:
-            self._recent.popitem(last=False)
-
-    def _tree_at(self, height: int | None) -> tree.Node:
+    def _delta_at(self, height: int | None) -> Delta | None:
+        """The tree at a retained height, as a delta over the head (None: the head), computed
+        from the diffs since it (cost grows with what changed since, not with the state) and
+        checked against the recorded root; the last few are cached until the head moves."""
         if height is None:
-            return self._root_node
+            return None
         self._require_retained(height)
         if height == self._height:
-            return self._root_node
-        for cache in (self._recent, self._rebuilt):
-            if height in cache:
-                node = cache[height]
-                if cache is self._rebuilt:
-                    cache.move_to_end(height)
-                return node
-        newer = sorted(h for h in list(self._recent) + list(self._rebuilt) if h > height)
-        start = newer[0] if newer else self._height
-        node = self._recent.get(start, self._rebuilt.get(start, self._root_node))
+            return None
+        cached = self._old.get(height)
+        if cached is not None:
+            self._old.move_to_end(height)
+            return cached
         olds: dict[bytes, bytes | None] = {}
-        for undo in reversed(self._heights_between(height, start)):
+        for undo in reversed(self._heights_between(height, self._height)):
             for ns, key, flag, old in self._read_diff(undo):
                 if ns == schema.NS_STATE:
                     olds[key] = old if flag == _PRESENT else None
-        node = tree.update(node, sorted(tree.make_change(k, v) for k, v in olds.items()))
-        self._check_root(node, height, self.root(height), "rebuilding an old version")
-        self._rebuilt[height] = node
-        while len(self._rebuilt) > 4:
-            self._rebuilt.popitem(last=False)
-        return node
+        delta = self._tree.compute(sorted(make_change(k, v) for k, v in olds.items()))
+        self._check_root(self._tree, height, self.root(height), "rebuilding an old version", delta)
+        self._old[height] = delta
+        while len(self._old) > OLD_VERSIONS_CACHED:
+            self._old.popitem(last=False)
+        return delta
 
 
 __all__ = ["Checkpoint", "Fork", "RollbackResult", "Staged", "VersionedStore"]

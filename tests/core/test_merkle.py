@@ -10,7 +10,7 @@ import hypothesis.strategies as st
 from hypothesis import given, settings
 
 from node.core import codec, merkle
-from node.store import tree
+from node.store.flattree import FlatTree
 
 pairs = st.dictionaries(st.binary(min_size=1, max_size=4), st.binary(max_size=4), max_size=40)
 
@@ -35,7 +35,7 @@ def test_single_pair_root_is_its_leaf() -> None:
 def test_root_is_independent_of_insertion_order(kv: dict[bytes, bytes]) -> None:
     forward = merkle.reference_root(kv.items())
     backward = merkle.reference_root(reversed(list(kv.items())))
-    assert forward == backward == tree.root_hash(tree.build_from_pairs(kv.items()))
+    assert forward == backward == FlatTree.from_pairs(kv.items()).root()
 
 
 @given(kv=pairs, probe=st.binary(min_size=1, max_size=4))
@@ -43,11 +43,11 @@ def test_root_is_independent_of_insertion_order(kv: dict[bytes, bytes]) -> None:
 def test_proofs_verify_present_and_absent_and_fail_when_wrong(
     kv: dict[bytes, bytes], probe: bytes
 ) -> None:
-    root_node = tree.build_from_pairs(kv.items())
-    root = tree.root_hash(root_node)
+    root_node = FlatTree.from_pairs(kv.items())
+    root = root_node.root()
     for key in list(kv)[:6] + [probe]:
         value = kv.get(key)
-        proof = tree.prove(root_node, key)
+        proof = root_node.prove(key)
         assert merkle.verify_proof(root, key, value, proof)
         wrong = b"\x00" if value is None else value + b"!"
         assert not merkle.verify_proof(root, key, wrong, proof)
@@ -74,10 +74,10 @@ def test_verify_proof_is_total_on_garbage() -> None:
 
 def test_proof_of_other_leaf_must_share_the_path() -> None:
     kv = {bytes([i]): b"v" for i in range(50)}
-    root_node = tree.build_from_pairs(kv.items())
-    root = tree.root_hash(root_node)
+    root_node = FlatTree.from_pairs(kv.items())
+    root = root_node.root()
     for probe in (b"absent-1", b"absent-2", b"zz", b"\x00\x01"):
-        proof = codec.decode(tree.prove(root_node, probe), merkle.Proof)
+        proof = codec.decode(root_node.prove(probe), merkle.Proof)
         assert merkle.verify_proof(root, probe, None, codec.encode(proof))
         if proof.terminal == merkle.PROOF_OTHER_LEAF:
             # Claiming the other leaf proves absence of *that* leaf's own key: refused.
@@ -86,7 +86,48 @@ def test_proof_of_other_leaf_must_share_the_path() -> None:
 
 def test_proofs_are_compact() -> None:
     kv = {i.to_bytes(4, "big"): b"x" * 100 for i in range(5000)}
-    root_node = tree.build_from_pairs(kv.items())
-    sizes = [len(tree.prove(root_node, key)) for key in list(kv)[:200]]
+    root_node = FlatTree.from_pairs(kv.items())
+    sizes = [len(root_node.prove(key)) for key in list(kv)[:200]]
     # ~log2(5000) = 12.3 siblings of 32 bytes plus a few bytes of framing
     assert sum(sizes) / len(sizes) < 32 * 16
+
+
+def _definition(keys: list[int], leaves: list[bytes], lo: int, hi: int, depth: int) -> bytes:
+    """The subtree hash by the rules of the module docstring, recursively: EMPTY, the lone
+    leaf, or the node over the two halves split at `depth` (an empty half is EMPTY)."""
+    if hi == lo:
+        return merkle.EMPTY
+    if hi - lo == 1:
+        return leaves[lo]
+    mid = lo
+    while mid < hi and not (keys[mid] >> (merkle.KEY_BITS - 1 - depth)) & 1:
+        mid += 1
+    left = _definition(keys, leaves, lo, mid, depth + 1)
+    right = _definition(keys, leaves, mid, hi, depth + 1)
+    return merkle.node_hash(left, right)
+
+
+@given(
+    prefix_bits=st.integers(0, 3),
+    spread=st.sampled_from([2, 5, 9, 256]),
+    seeds=st.lists(st.integers(0, 2**256 - 1), max_size=24, unique=True),
+)
+@settings(max_examples=300)
+def test_the_one_pass_root_is_the_recursive_definition(
+    prefix_bits: int, spread: int, seeds: list[int]
+) -> None:
+    """Keys crowded into a few bits make long shared prefixes (one-sided nodes); a subtree at
+    a depth > 0 has every key under one prefix."""
+    free = merkle.KEY_BITS - prefix_bits
+    prefix = (seeds[0] >> free) << free if seeds else 0
+    keys = sorted(
+        {
+            prefix | ((seed % (1 << min(spread, free))) << (free - min(spread, free)))
+            for seed in seeds
+        }
+    )
+    leaves = [merkle.node_hash(k.to_bytes(32, "big"), b"leaf") for k in keys]
+    expected = _definition(keys, leaves, 0, len(keys), prefix_bits)
+    assert merkle.subtree_root(keys, leaves, prefix_bits) == expected
+    if prefix_bits == 0:
+        assert merkle.root_from_sorted(keys, leaves) == expected

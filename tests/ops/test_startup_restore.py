@@ -3,6 +3,7 @@ itself with auto_restore; an interrupted rollback is completed before anything e
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 
 import pytest
@@ -106,3 +107,51 @@ async def test_maintenance_commands_through_the_cli(
             while int((await call(url, "node_status"))["height"]) <= height:
                 await trio.sleep(0.05)
         nursery.cancel_scope.cancel()
+
+
+def _zero_funding_from_another_process(data: pathlib.Path) -> list[bytes]:
+    """The incident's migration, run by another tool on the stopped node's LevelDB: every
+    market's funding index zeroed straight in the flat rows (no block, no diff, no root)."""
+    import plyvel
+
+    from node.core import codec, keys
+    from node.core.records import Market
+    from node.store import schema
+
+    db = plyvel.DB(str(data))
+    touched = []
+    prefix = schema.flat_key(keys.MARKET)
+    for physical, raw in db.iterator(prefix=prefix):
+        if len(physical) - 1 != len(keys.market(0)):
+            continue
+        market = codec.decode_state(raw, Market)
+        if market.funding_index_quote != 0:
+            db.put(physical, codec.encode(dataclasses.replace(market, funding_index_quote=0)))
+            touched.append(physical)
+    db.close()
+    return touched
+
+
+async def test_a_clean_stop_reopens_from_the_seal_and_a_migration_around_it_is_still_found(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Issue 14: a restart after a clean stop does not rehash the state (the store's close
+    seal), and the startup check still finds the zeroed funding indices when another process
+    wrote them while the node was stopped: the seal is void, the open rehashes, and the node
+    refuses to produce with the command that repairs it."""
+    home = tmp_path / "home"
+    make_chain(home, 12, block_ms=20_000, oracle=True)
+    async with running_node(home, block_interval_ms=50) as (url, _):
+        status = await call(url, "node_status")
+        assert status["mode"] == "producing"
+    with VersionedStore.open(home / "data") as store:
+        assert store.open_check == "seal"  # the node's clean stop saved its tree
+        head = store.height
+    assert _zero_funding_from_another_process(home / "data")
+    with pytest.raises(NodeError) as refused:
+        await run_node(node_config(home, auto_restore=False))
+    message = str(refused.value)
+    assert "written around the writer" in message and "funding_index_quote" in message
+    assert f"perpchain rollback --home {home} --repair" in message
+    with VersionedStore.open(home / "data", verify_on_open=False) as store:
+        assert store.open_check == "mismatch" and store.height == head  # nothing was changed

@@ -64,7 +64,7 @@ def run(seed: int, blocks: int, accounts: int, txs_per_block: int) -> Stats:
     rng = random.Random(seed)
     doc, traders = sim_genesis(accounts)
     genesis = parse_genesis(doc)
-    store = VersionedStore(MemoryBackend(), tune_gc=False)
+    store = VersionedStore(MemoryBackend())
     store.commit(dict(genesis_writes(genesis)))
     chain_id = genesis.chain_id
     oracle = SigningKey.from_label("devnet/oracle")

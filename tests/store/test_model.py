@@ -38,7 +38,7 @@ class StoreModel(RuleBasedStateMachine):
 
     def _open(self) -> VersionedStore:
         backend = LevelDBBackend(self.tmp) if self.use_leveldb else self.memory
-        return VersionedStore(backend, history_window=3)
+        return VersionedStore(backend)
 
     def teardown(self) -> None:
         self.store.close()

@@ -1,0 +1,506 @@
+"""The state's Merkle tree in flat arrays: buckets of leaf records under a dense top tree.
+
+Imports node.core.merkle (the hashing rules, proofs) and node.store.errors.
+
+The tree is node.core.merkle's sparse binary tree (collapsed single-leaf subtrees); only its
+physical form is chosen here, for bounded memory per key and no Python object per node:
+
+- the key space is cut at depth `depth` (T) into 2**T *buckets*; a bucket is one `bytes` of
+  its leaves' records, `key_hash || value_hash` (64 bytes each), sorted by key hash;
+- the top of the tree, depth 0..T, is a dense binary heap in two `bytearray`s: node i
+  (root 1, children 2i and 2i+1; bucket b is node 2**T + b) has a 32-byte hash and a kind:
+  0 empty (hash EMPTY), 1 exactly one leaf below (hash = that leaf's hash), 2 two or more;
+- a bucket's own subtree (below depth T) is not stored: it is re-hashed from its records
+  when the bucket changes or a proof passes through it. T grows with the state so a bucket
+  holds 8 to 32 leaves on average, so that costs a few dozen hashes.
+
+Memory is 64 bytes per key (records) plus ~41 bytes per bucket (a `bytes` object and its
+slot) plus 33 bytes per top node: about 75 bytes per key, against ~780 for tuples per node.
+
+Versions: the tree holds the head only. A change set is first computed into a `Delta` (new
+buckets and top nodes) without touching the tree, so a staged version can be dropped; `apply`
+moves the head. A `Delta` over the head is also how an older version is read (the store
+computes one from the diffs since that height): every read method takes an optional delta.
+`to_bytes` / `from_bytes` persist the whole tree for a fast reopen (docs/STORE.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import zlib
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
+
+from node.core.merkle import (
+    EMPTY,
+    KEY_DOMAIN,
+    LEAF_DOMAIN,
+    NODE_DOMAIN,
+    PROOF_EMPTY,
+    PROOF_LEAF,
+    PROOF_OTHER_LEAF,
+    VALUE_DOMAIN,
+    encode_proof,
+    subtree_root,
+)
+from node.core.steps import Steps, drive
+from node.store.errors import StoreCorrupted
+
+Change = tuple[int, bytes, bytes | None]  # (key hash int, key hash, new value hash or None)
+RECORD = 64  # key hash + value hash
+MIN_DEPTH = 4
+MAX_DEPTH = 24
+TARGET_PER_BUCKET = 8  # leaves per bucket after a (re)build
+GROW_PER_BUCKET = 32  # past this average the buckets are split (depth + 2)
+BUCKETS_PER_STEP = 256  # buckets re-hashed between two yields of compute_steps
+
+_sha256 = hashlib.sha256
+_EMPTY_BUCKET = b""
+_MAGIC = b"PCFT\x00\x01"
+_HEADER = struct.Struct(">6sBQQ")  # magic, depth, key count, record bytes
+
+
+def make_change(key: bytes, value: bytes | None) -> Change:
+    kh = _sha256(KEY_DOMAIN + key).digest()
+    vh = None if value is None else _sha256(VALUE_DOMAIN + value).digest()
+    return (int.from_bytes(kh, "big"), kh, vh)
+
+
+def depth_for(count: int) -> int:
+    """The bucket depth for `count` keys: about TARGET_PER_BUCKET leaves per bucket."""
+    depth = MIN_DEPTH
+    while depth < MAX_DEPTH and count > TARGET_PER_BUCKET << depth:
+        depth += 1
+    return depth
+
+
+def bucket_hash(records: bytes, depth: int) -> tuple[bytes, int]:
+    """(hash, kind) of a bucket's subtree at `depth` from its sorted records."""
+    size = len(records)
+    if size == 0:
+        return EMPTY, 0
+    sha, ld = _sha256, LEAF_DOMAIN
+    if size == RECORD:
+        return sha(ld + records).digest(), 1
+    offsets = range(0, size, RECORD)
+    leaves = [sha(ld + records[at : at + RECORD]).digest() for at in offsets]
+    keys = [int.from_bytes(records[at : at + 32], "big") for at in offsets]
+    return subtree_root(keys, leaves, depth), 2
+
+
+def _join(left: bytes, left_kind: int, right: bytes, right_kind: int) -> tuple[bytes, int]:
+    """The node over two children (merkle's rules: a lone leaf rises, an empty side is EMPTY)."""
+    if left_kind == 0:
+        if right_kind < 2:
+            return right, right_kind
+        return _sha256(NODE_DOMAIN + EMPTY + right).digest(), 2
+    if right_kind == 0:
+        if left_kind == 1:
+            return left, 1
+        return _sha256(NODE_DOMAIN + left + EMPTY).digest(), 2
+    return _sha256(NODE_DOMAIN + left + right).digest(), 2
+
+
+class Delta:
+    """Pending changes over a tree: new bucket records and top nodes, and the new key count.
+    Reads through a delta see the tree as if it were applied."""
+
+    __slots__ = ("buckets", "nodes", "count", "depth")
+
+    def __init__(self, depth: int, count: int) -> None:
+        self.depth = depth
+        self.count = count
+        self.buckets: dict[int, bytes] = {}
+        self.nodes: dict[int, tuple[bytes, int]] = {}
+
+
+class FlatTree:
+    """The head version of the state tree (module docstring)."""
+
+    __slots__ = ("depth", "count", "_buckets", "_hashes", "_kinds")
+
+    def __init__(
+        self, depth: int, count: int, buckets: list[bytes], hashes: bytearray, kinds: bytearray
+    ) -> None:
+        self.depth = depth
+        self.count = count
+        self._buckets = buckets
+        self._hashes = hashes
+        self._kinds = kinds
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def empty(cls) -> FlatTree:
+        return cls.from_sorted_records([], 0)
+
+    @classmethod
+    def from_pairs(cls, pairs: Iterable[tuple[bytes, bytes]]) -> FlatTree:
+        """A whole tree from (key, value) pairs in any order (keys unique)."""
+        records = []
+        for key, value in pairs:
+            _, kh, vh = make_change(key, value)
+            records.append(kh + vh)  # type: ignore[operator]
+        records.sort()
+        return cls.from_sorted_records(records, len(records))
+
+    @classmethod
+    def from_changes(cls, changes: Iterable[Change]) -> FlatTree:
+        """A whole tree from changes that all carry a value hash (keys unique), any order."""
+        records = []
+        for _, kh, vh in changes:
+            if vh is None:
+                raise StoreCorrupted("a leaf change without a value hash")
+            records.append(kh + vh)
+        records.sort()
+        return cls.from_sorted_records(records, len(records))
+
+    @classmethod
+    def from_sorted_records(cls, records: list[bytes], count: int) -> FlatTree:
+        """A tree from 64-byte records sorted by key hash, key hashes unique."""
+        for position in range(1, len(records)):
+            if records[position][:32] == records[position - 1][:32]:
+                raise StoreCorrupted("two leaves with one key hash")
+        depth = depth_for(count)
+        return cls._from_buckets(_split_sorted(records, depth), count, depth)
+
+    @classmethod
+    def _from_buckets(cls, buckets: list[bytes], count: int, depth: int) -> FlatTree:
+        """Hash every bucket (at `depth`) and top node."""
+        size = 1 << (depth + 1)
+        hashes = bytearray(EMPTY * size)
+        kinds = bytearray(size)
+        first = 1 << depth
+        for index, records in enumerate(buckets):
+            if records:
+                digest, kind = bucket_hash(records, depth)
+                node = first + index
+                hashes[node * 32 : node * 32 + 32] = digest
+                kinds[node] = kind
+        tree = cls(depth, count, buckets, hashes, kinds)
+        for node in range(first - 1, 0, -1):
+            tree._set(node, *tree._child_join(node, None))
+        return tree
+
+    def copy(self) -> FlatTree:
+        """An independent copy (the buckets' bytes are shared: they are immutable)."""
+        return FlatTree(
+            self.depth,
+            self.count,
+            list(self._buckets),
+            bytearray(self._hashes),
+            bytearray(self._kinds),
+        )
+
+    # ------------------------------------------------------------------ reads
+
+    def _node(self, node: int, delta: Delta | None) -> tuple[bytes, int]:
+        if delta is not None:
+            found = delta.nodes.get(node)
+            if found is not None:
+                return found
+        return bytes(self._hashes[node * 32 : node * 32 + 32]), self._kinds[node]
+
+    def _bucket(self, index: int, delta: Delta | None) -> bytes:
+        if delta is not None:
+            found = delta.buckets.get(index)
+            if found is not None:
+                return found
+        return self._buckets[index]
+
+    def _set(self, node: int, digest: bytes, kind: int) -> None:
+        self._hashes[node * 32 : node * 32 + 32] = digest
+        self._kinds[node] = kind
+
+    def _child_join(self, node: int, delta: Delta | None) -> tuple[bytes, int]:
+        left, left_kind = self._node(2 * node, delta)
+        right, right_kind = self._node(2 * node + 1, delta)
+        return _join(left, left_kind, right, right_kind)
+
+    def root(self, delta: Delta | None = None) -> bytes:
+        return self._node(1, delta)[0]
+
+    def size(self, delta: Delta | None = None) -> int:
+        return self.count if delta is None else delta.count
+
+    def lookup(self, kh: bytes, delta: Delta | None = None) -> bytes | None:
+        """The value hash stored under a key hash, or None."""
+        records = self._bucket(int.from_bytes(kh[:4], "big") >> (32 - self.depth), delta)
+        at = _find(records, kh)
+        return None if at < 0 else records[at + 32 : at + RECORD]
+
+    def prove(self, key: bytes, delta: Delta | None = None) -> bytes:
+        """Canonical proof bytes for `key` (inclusion or non-inclusion); merkle.verify_proof."""
+        kh_int, kh, _ = make_change(key, None)
+        depth = self.depth
+        siblings: list[bytes] = []
+        node = 1
+        for level in range(depth + 1):
+            _, kind = self._node(node, delta)
+            if kind == 0:
+                return encode_proof(siblings, PROOF_EMPTY, None)
+            if kind == 1:
+                return _terminal(siblings, kh, self._single_leaf(node, delta))
+            if level == depth:
+                break
+            bit = (kh_int >> (255 - level)) & 1
+            siblings.append(self._node(2 * node + 1 - bit, delta)[0])
+            node = 2 * node + bit
+        records = self._bucket(node - (1 << depth), delta)
+        keys = [
+            int.from_bytes(records[at : at + 32], "big") for at in range(0, len(records), RECORD)
+        ]
+        leaves = [
+            _sha256(LEAF_DOMAIN + records[at : at + RECORD]).digest()
+            for at in range(0, len(records), RECORD)
+        ]
+        lo, hi, level = 0, len(keys), depth
+        while hi - lo >= 2:  # an internal node: split the leaves by the bit at `level`
+            shift = 255 - level
+            mid = bisect_left(
+                keys, ((keys[lo] >> (shift + 1)) << (shift + 1)) | (1 << shift), lo, hi
+            )
+            if (kh_int >> shift) & 1:
+                siblings.append(subtree_root(keys[lo:mid], leaves[lo:mid], level + 1))
+                lo = mid
+            else:
+                siblings.append(subtree_root(keys[mid:hi], leaves[mid:hi], level + 1))
+                hi = mid
+            level += 1
+        if hi == lo:
+            return encode_proof(siblings, PROOF_EMPTY, None)
+        at = lo * RECORD
+        return _terminal(siblings, kh, records[at : at + RECORD])
+
+    def _single_leaf(self, node: int, delta: Delta | None) -> bytes:
+        """The record of the one leaf under a kind-1 node."""
+        first = 1 << self.depth
+        while node < first:
+            node = 2 * node if self._node(2 * node, delta)[1] else 2 * node + 1
+        records = self._bucket(node - first, delta)
+        if len(records) != RECORD:
+            raise StoreCorrupted("a single-leaf node over a bucket of another size")
+        return records
+
+    def iter_records(self) -> Iterator[bytes]:
+        """Every 64-byte record in key-hash order."""
+        for records in self._buckets:
+            for at in range(0, len(records), RECORD):
+                yield records[at : at + RECORD]
+
+    # ------------------------------------------------------------------ writes
+
+    def compute(self, changes: list[Change], base: Delta | None = None) -> Delta:
+        """The Delta of `changes` (sorted by key hash, unique) over this tree (or over this
+        tree with `base` applied); the tree is unchanged."""
+        return drive(self.compute_steps(changes, base))
+
+    def compute_steps(self, changes: list[Change], base: Delta | None = None) -> Steps[Delta]:
+        """`compute` as steps: yields every BUCKETS_PER_STEP buckets re-hashed."""
+        depth = self.depth
+        delta = Delta(depth, self.size(base))
+        if base is not None:
+            delta.buckets.update(base.buckets)
+            delta.nodes.update(base.nodes)
+        shift = 256 - depth
+        first = 1 << depth
+        dirty: list[int] = []
+        position, total = 0, len(changes)
+        buckets, new_buckets, nodes = self._buckets, delta.buckets, delta.nodes
+        while position < total:
+            index = changes[position][0] >> shift
+            end = position + 1
+            while end < total and changes[end][0] >> shift == index:
+                end += 1
+            old = new_buckets.get(index)
+            if old is None:
+                old = buckets[index]
+            if end - position == 1 and len(old) <= RECORD:  # the common case: no merge
+                _, kh, vh = changes[position]
+                if not old:
+                    new = b"" if vh is None else kh + vh
+                elif old[:32] == kh:
+                    new = b"" if vh is None else kh + vh
+                else:
+                    new, _ = _merge(old, changes[position:end])
+            else:
+                new, _ = _merge(old, changes[position:end])
+            position = end
+            if new == old:
+                continue
+            delta.count += (len(new) - len(old)) // RECORD
+            new_buckets[index] = new
+            nodes[first + index] = bucket_hash(new, depth)
+            dirty.append(first + index)
+            if len(dirty) % BUCKETS_PER_STEP == 0:
+                yield None
+        # The top, level by level (dirty stays sorted); _join inlined: the hot loop of a block.
+        hashes, kinds = self._hashes, self._kinds
+        sha, domain = _sha256, NODE_DOMAIN
+        while dirty and dirty[0] > 1:
+            parents: list[int] = []
+            for node in dirty:
+                parent = node >> 1
+                if parents and parents[-1] == parent:
+                    continue
+                parents.append(parent)
+                child = 2 * parent
+                found = nodes.get(child)
+                left: bytes | bytearray
+                right: bytes | bytearray
+                if found is None:
+                    left, left_kind = hashes[child * 32 : child * 32 + 32], kinds[child]
+                else:
+                    left, left_kind = found
+                found = nodes.get(child + 1)
+                if found is None:
+                    right = hashes[child * 32 + 32 : child * 32 + 64]
+                    right_kind = kinds[child + 1]
+                else:
+                    right, right_kind = found
+                if left_kind and right_kind:
+                    nodes[parent] = (sha(domain + left + right).digest(), 2)
+                else:
+                    nodes[parent] = _join(bytes(left), left_kind, bytes(right), right_kind)
+            dirty = parents
+        return delta
+
+    def apply(self, delta: Delta) -> None:
+        """Move the head to `delta` (computed over this tree as it is now)."""
+        if delta.depth != self.depth:
+            raise StoreCorrupted("a delta computed for another bucket depth")
+        buckets, hashes, kinds = self._buckets, self._hashes, self._kinds
+        for index, records in delta.buckets.items():
+            buckets[index] = records
+        for node, (digest, kind) in delta.nodes.items():
+            hashes[node * 32 : node * 32 + 32] = digest
+            kinds[node] = kind
+        self.count = delta.count
+
+    def needs_regrow(self) -> bool:
+        return self.depth < MAX_DEPTH and self.count > GROW_PER_BUCKET << self.depth
+
+    def regrown(self) -> FlatTree:
+        """The same tree at the depth its size calls for (O(state): every bucket re-hashed)."""
+        depth = depth_for(self.count)
+        return self._from_buckets(_split(self._buckets, depth), self.count, depth)
+
+    # ------------------------------------------------------------------ persistence
+
+    def to_bytes(self) -> bytes:
+        """The whole tree: header, per-bucket record counts, records, top hashes and kinds,
+        then a CRC-32 of all of it (damage on disk, not an attacker: the file is the node's
+        own, and a reopen from it is trusted only after a clean shutdown, docs/STORE.md)."""
+        counts = struct.pack(f">{len(self._buckets)}I", *(len(b) // RECORD for b in self._buckets))
+        records = b"".join(self._buckets)
+        body = b"".join(
+            (
+                _HEADER.pack(_MAGIC, self.depth, self.count, len(records)),
+                counts,
+                records,
+                bytes(self._hashes),
+                bytes(self._kinds),
+            )
+        )
+        return body + struct.pack(">I", zlib.crc32(body))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> FlatTree:
+        """The tree `to_bytes` wrote; StoreCorrupted if the bytes are not one."""
+        view = memoryview(data)
+        if (
+            len(data) < _HEADER.size + 4
+            or zlib.crc32(view[:-4]) != struct.unpack(">I", view[-4:])[0]
+        ):
+            raise StoreCorrupted("tree snapshot fails its checksum")
+        magic, depth, count, record_bytes = _HEADER.unpack_from(data)
+        buckets_n = 1 << depth
+        nodes = 1 << (depth + 1)
+        expected = _HEADER.size + 4 * buckets_n + record_bytes + 33 * nodes + 4
+        if magic != _MAGIC or not MIN_DEPTH <= depth <= MAX_DEPTH or len(data) != expected:
+            raise StoreCorrupted("tree snapshot has an unknown layout")
+        counts = struct.unpack_from(f">{buckets_n}I", data, _HEADER.size)
+        at = _HEADER.size + 4 * buckets_n
+        if sum(counts) != count or count * RECORD != record_bytes:
+            raise StoreCorrupted("tree snapshot counts disagree")
+        ends = at
+        buckets: list[bytes] = []
+        append = buckets.append
+        for n in counts:
+            if n:
+                start, ends = ends, ends + n * RECORD
+                append(data[start:ends])
+            else:
+                append(_EMPTY_BUCKET)
+        top = at + record_bytes
+        hashes = bytearray(view[top : top + 32 * nodes])
+        kinds = bytearray(view[top + 32 * nodes : top + 33 * nodes])
+        return cls(depth, count, buckets, hashes, kinds)
+
+
+def _split(blobs: list[bytes], depth: int) -> list[bytes]:
+    """Sorted record blobs (each sorted, in order, e.g. the buckets of a smaller depth) cut
+    into the 2**depth buckets of `depth`."""
+    buckets = [_EMPTY_BUCKET] * (1 << depth)
+    shift = 32 - depth
+    for blob in blobs:
+        size, start = len(blob), 0
+        while start < size:
+            index = int.from_bytes(blob[start : start + 4], "big") >> shift
+            end = start + RECORD
+            while end < size and int.from_bytes(blob[end : end + 4], "big") >> shift == index:
+                end += RECORD
+            buckets[index] = blob[start:end] if start or end < size else blob
+            start = end
+    return buckets
+
+
+def _split_sorted(records: list[bytes], depth: int) -> list[bytes]:
+    """A sorted list of records cut into the 2**depth buckets of `depth` (bisect per bucket)."""
+    buckets = [_EMPTY_BUCKET] * (1 << depth)
+    shift = 32 - depth
+    lo, count = 0, len(records)
+    while lo < count:
+        index = int.from_bytes(records[lo][:4], "big") >> shift
+        hi = count
+        if index + 1 < 1 << depth:
+            hi = bisect_left(records, ((index + 1) << shift).to_bytes(4, "big"), lo, count)
+        buckets[index] = b"".join(records[lo:hi])
+        lo = hi
+    return buckets
+
+
+def _find(records: bytes, kh: bytes) -> int:
+    """Byte offset of the record of `kh` in a bucket, or -1 (binary search over records)."""
+    lo, hi = 0, len(records) // RECORD
+    while lo < hi:
+        mid = (lo + hi) // 2
+        probe = records[mid * RECORD : mid * RECORD + 32]
+        if probe < kh:
+            lo = mid + 1
+        elif probe > kh:
+            hi = mid
+        else:
+            return mid * RECORD
+    return -1
+
+
+def _merge(records: bytes, changes: list[Change]) -> tuple[bytes, int]:
+    """A bucket's records with `changes` applied, and the change in its leaf count."""
+    table = {
+        records[at : at + 32]: records[at : at + RECORD] for at in range(0, len(records), RECORD)
+    }
+    before = len(table)
+    for _, kh, vh in changes:
+        if vh is None:
+            table.pop(kh, None)
+        else:
+            table[kh] = kh + vh
+    return b"".join(sorted(table.values())), len(table) - before
+
+
+def _terminal(siblings: list[bytes], kh: bytes, record: bytes) -> bytes:
+    if record[:32] == kh:
+        return encode_proof(siblings, PROOF_LEAF, None)
+    return encode_proof(siblings, PROOF_OTHER_LEAF, (record[:32], record[32:]))

@@ -1,0 +1,96 @@
+"""The flat-array tree (node/store/flattree.py) against the definition in node.core.merkle.
+
+The bucket depth is a physical choice only: at every depth the root is `reference_root` of the
+pairs and every proof is the same bytes and verifies; a Delta read before `apply` answers as the
+applied tree does; the bytes of `to_bytes` come back as the same tree, and damaged bytes are
+refused.
+"""
+
+from __future__ import annotations
+
+import hypothesis.strategies as st
+import pytest
+from hypothesis import given, settings
+
+from node.core import merkle
+from node.store import StoreCorrupted
+from node.store.flattree import MIN_DEPTH, FlatTree, _split_sorted, make_change
+
+keys = st.binary(min_size=1, max_size=3)
+states = st.dictionaries(keys, st.binary(max_size=3), max_size=60)
+updates = st.dictionaries(keys, st.none() | st.binary(max_size=3), max_size=30)
+
+
+def _at_depth(kv: dict[bytes, bytes], depth: int) -> FlatTree:
+    records = sorted(merkle.key_hash(k) + merkle.value_hash(v) for k, v in kv.items())
+    return FlatTree._from_buckets(_split_sorted(records, depth), len(records), depth)
+
+
+@given(kv=states, depth=st.integers(MIN_DEPTH, 12), probe=keys)
+@settings(max_examples=150)
+def test_every_depth_gives_the_reference_root_and_the_same_proofs(
+    kv: dict[bytes, bytes], depth: int, probe: bytes
+) -> None:
+    tree, base = _at_depth(kv, depth), FlatTree.from_pairs(kv.items())
+    root = merkle.reference_root(kv.items())
+    assert tree.root() == base.root() == root and tree.count == len(kv)
+    for key in list(kv)[:8] + [probe]:
+        proof = tree.prove(key)
+        assert proof == base.prove(key)
+        assert merkle.verify_proof(root, key, kv.get(key), proof)
+        expected = None if key not in kv else merkle.value_hash(kv[key])
+        assert tree.lookup(merkle.key_hash(key)) == expected
+
+
+@given(kv=states, blocks=st.lists(updates, max_size=4), depth=st.integers(MIN_DEPTH, 9))
+@settings(max_examples=120)
+def test_a_delta_reads_as_the_applied_tree_and_leaves_the_head_alone(
+    kv: dict[bytes, bytes], blocks: list[dict[bytes, bytes | None]], depth: int
+) -> None:
+    tree = _at_depth(kv, depth)
+    for block in blocks:
+        before = tree.root()
+        delta = tree.compute(sorted(make_change(k, v) for k, v in block.items()))
+        assert tree.root() == before  # computing changes nothing
+        for key, value in block.items():
+            if value is None:
+                kv.pop(key, None)
+            else:
+                kv[key] = value
+        root = merkle.reference_root(kv.items())
+        assert tree.root(delta) == root and delta.count == len(kv)
+        for key in list(block)[:5]:
+            assert merkle.verify_proof(root, key, kv.get(key), tree.prove(key, delta))
+        tree.apply(delta)
+        assert tree.root() == root and tree.count == len(kv)
+        for key in list(block)[:5]:
+            assert tree.prove(key) == FlatTree.from_pairs(kv.items()).prove(key)
+
+
+def test_the_tree_regrows_its_buckets_as_the_state_grows() -> None:
+    kv = {i.to_bytes(4, "big"): b"v" for i in range(3000)}
+    tree = FlatTree.empty()
+    assert tree.depth == MIN_DEPTH
+    items = sorted(kv.items())
+    for start in range(0, len(items), 500):
+        tree.apply(tree.compute(sorted(make_change(k, v) for k, v in items[start : start + 500])))
+        if tree.needs_regrow():
+            tree = tree.regrown()
+    assert tree.depth > MIN_DEPTH + 2 and tree.count == 3000
+    assert tree.root() == merkle.reference_root(kv.items())
+
+
+def test_bytes_round_trip_and_damage_is_refused() -> None:
+    kv = {i.to_bytes(3, "big"): bytes([i % 7]) for i in range(700)}
+    tree = FlatTree.from_pairs(kv.items())
+    data = tree.to_bytes()
+    again = FlatTree.from_bytes(data)
+    assert again.root() == tree.root() and again.depth == tree.depth
+    assert [again.prove(k) for k in list(kv)[:20]] == [tree.prove(k) for k in list(kv)[:20]]
+    for position in (0, 7, len(data) // 2, len(data) - 40, len(data) - 1):
+        damaged = bytearray(data)
+        damaged[position] ^= 0x10
+        with pytest.raises(StoreCorrupted):
+            FlatTree.from_bytes(bytes(damaged))
+    with pytest.raises(StoreCorrupted):
+        FlatTree.from_bytes(data[:-5])
