@@ -12,12 +12,13 @@ position is still the same, i.e. nothing wrote to or even opened the database in
 
 from __future__ import annotations
 
+import io
 import os
 import pathlib
 import struct
 from bisect import bisect_left, insort
-from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, BinaryIO, Protocol
 
 import plyvel
 
@@ -57,12 +58,12 @@ class Backend(Protocol):
         """A value that changes with every write to the backend, by anyone."""
         ...
 
-    def take_seal(self) -> bytes | None:
-        """The seal the last clean close saved, if nothing wrote since; only once."""
+    def take_seal(self) -> BinaryIO | None:
+        """The seal the last clean close saved, as a stream, if nothing wrote since; once."""
         ...
 
-    def close(self, seal: bytes | None = None) -> None:
-        """Close; `seal` (the store's tree) is saved with the write position after it."""
+    def close(self, seal: Iterable[bytes] | None = None) -> None:
+        """Close; `seal` (the store's tree, in chunks) is saved with the write position."""
         ...
 
 
@@ -169,35 +170,34 @@ class LevelDBBackend:
             return None
         return (newest, size, manifest)
 
-    def _consume_seal(self) -> bytes | None:
-        """Read and delete the seal before LevelDB opens (an open changes the position)."""
+    def _consume_seal(self) -> BinaryIO | None:
+        """Open and delete the seal before LevelDB opens (an open changes the position): the
+        open file, past its header, if the position it names is still the database's."""
         path = os.path.join(self.path, SEAL_FILE)
         try:
-            with open(path, "rb") as file:
-                data = file.read()
-            os.unlink(path)
-        except FileNotFoundError:
-            return None
+            file = open(path, "rb")  # noqa: SIM115 - handed to the store, which closes it
         except OSError:
             return None
-        position = self.write_position()
-        if len(data) < _SEAL_HEAD.size:
-            return None
-        magic, length = _SEAL_HEAD.unpack_from(data)
-        end = _SEAL_HEAD.size + length
-        if (
-            magic != b"PCSL"
-            or len(data) < end
-            or data[_SEAL_HEAD.size : end] != repr(position).encode()
-        ):
-            return None
-        return data[end:]
+        try:
+            os.unlink(path)  # once: a crash from here on leaves no seal
+            head = file.read(_SEAL_HEAD.size)
+            if len(head) == _SEAL_HEAD.size:
+                magic, length = _SEAL_HEAD.unpack(head)
+                if magic == b"PCSL" and file.read(length) == repr(self.write_position()).encode():
+                    return file
+        except OSError:
+            pass
+        file.close()
+        return None
 
-    def take_seal(self) -> bytes | None:
+    def take_seal(self) -> BinaryIO | None:
         seal, self._seal = self._seal, None
         return seal
 
-    def close(self, seal: bytes | None = None) -> None:
+    def close(self, seal: Iterable[bytes] | None = None) -> None:
+        if self._seal is not None:
+            self._seal.close()
+            self._seal = None
         if self._db.closed:
             return
         self._db.close()
@@ -209,7 +209,8 @@ class LevelDBBackend:
         # rebuilds its tree from the state, which is the path of any unclean shutdown.
         with open(path + ".tmp", "wb") as file:
             file.write(_SEAL_HEAD.pack(b"PCSL", len(position)) + position)
-            file.write(seal)
+            for chunk in seal:
+                file.write(chunk)
         os.replace(path + ".tmp", path)
 
 
@@ -235,7 +236,7 @@ class MemoryBackend:
         self._data: dict[bytes, bytes] = {}
         self._keys: list[bytes] = []
         self._writes = 0
-        self._seal: tuple[int, bytes] | None = None
+        self._saved: tuple[int, bytes] | None = None
 
     def get(self, key: bytes) -> bytes | None:
         return self._data.get(key)
@@ -277,14 +278,14 @@ class MemoryBackend:
     def write_position(self) -> Any:
         return self._writes
 
-    def take_seal(self) -> bytes | None:
-        saved, self._seal = self._seal, None
+    def take_seal(self) -> BinaryIO | None:
+        saved, self._saved = self._saved, None
         if saved is None or saved[0] != self._writes:
             return None
-        return saved[1]
+        return io.BytesIO(saved[1])
 
-    def close(self, seal: bytes | None = None) -> None:
-        self._seal = None if seal is None else (self._writes, seal)
+    def close(self, seal: Iterable[bytes] | None = None) -> None:
+        self._saved = None if seal is None else (self._writes, b"".join(seal))
 
 
 def fsync_dir(path: pathlib.Path) -> None:

@@ -21,16 +21,19 @@ Versions: the tree holds the head only. A change set is first computed into a `D
 buckets and top nodes) without touching the tree, so a staged version can be dropped; `apply`
 moves the head. A `Delta` over the head is also how an older version is read (the store
 computes one from the diffs since that height): every read method takes an optional delta.
-`to_bytes` / `from_bytes` persist the whole tree for a fast reopen (docs/STORE.md).
+`iter_bytes` / `read_from` persist the whole tree for a fast reopen (docs/STORE.md).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import itertools
 import struct
 import zlib
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
+from typing import BinaryIO
 
 from node.core.merkle import (
     EMPTY,
@@ -59,6 +62,7 @@ _sha256 = hashlib.sha256
 _EMPTY_BUCKET = b""
 _MAGIC = b"PCFT\x00\x01"
 _HEADER = struct.Struct(">6sBQQ")  # magic, depth, key count, record bytes
+_READ_BYTES = 8 << 20  # records read per slice by read_from
 
 
 def make_change(key: bytes, value: bytes | None) -> Change:
@@ -382,69 +386,104 @@ class FlatTree:
         return self.depth < MAX_DEPTH and self.count > GROW_PER_BUCKET << self.depth
 
     def regrown(self) -> FlatTree:
-        """The same tree at the depth its size calls for (O(state): every bucket re-hashed)."""
-        depth = depth_for(self.count)
-        return self._from_buckets(_split(self._buckets, depth), self.count, depth)
+        """The same tree at the depth its size calls for (O(state): every bucket re-hashed).
+        It takes this tree's buckets as it goes (no second copy of the state in memory):
+        this tree is empty afterwards."""
+        depth, count = depth_for(self.count), self.count
+        buckets = _split(self._buckets, depth, consume=True)
+        self._buckets, self.count = [_EMPTY_BUCKET] * len(self._buckets), 0
+        return self._from_buckets(buckets, count, depth)
 
     # ------------------------------------------------------------------ persistence
 
-    def to_bytes(self) -> bytes:
-        """The whole tree: header, per-bucket record counts, records, top hashes and kinds,
-        then a CRC-32 of all of it (damage on disk, not an attacker: the file is the node's
-        own, and a reopen from it is trusted only after a clean shutdown, docs/STORE.md)."""
-        counts = struct.pack(f">{len(self._buckets)}I", *(len(b) // RECORD for b in self._buckets))
-        records = b"".join(self._buckets)
-        body = b"".join(
+    def iter_bytes(self) -> Iterator[bytes]:
+        """The whole tree as chunks of bytes: header, per-bucket record counts, records, top
+        hashes and kinds, then a CRC-32 of all of it (damage on disk, not an attacker: the
+        file is the node's own, and a reopen from it is trusted only after a clean shutdown,
+        docs/STORE.md). Streamed, so a close at 10 M keys holds no second copy of the tree."""
+        buckets = self._buckets
+        crc = 0
+        record_bytes = sum(map(len, buckets))
+        chunks: Iterator[bytes] = itertools.chain(
+            (_HEADER.pack(_MAGIC, self.depth, self.count, record_bytes),),
             (
-                _HEADER.pack(_MAGIC, self.depth, self.count, len(records)),
-                counts,
-                records,
-                bytes(self._hashes),
-                bytes(self._kinds),
-            )
+                struct.pack(f">{len(part)}I", *(len(b) // RECORD for b in part))
+                for part in _parts(buckets)
+            ),
+            (b"".join(part) for part in _parts(buckets)),
+            (bytes(self._hashes), bytes(self._kinds)),
         )
-        return body + struct.pack(">I", zlib.crc32(body))
+        for chunk in chunks:
+            crc = zlib.crc32(chunk, crc)
+            yield chunk
+        yield struct.pack(">I", crc)
+
+    def to_bytes(self) -> bytes:
+        return b"".join(self.iter_bytes())
+
+    @classmethod
+    def read_from(cls, stream: BinaryIO) -> FlatTree:
+        """The tree `iter_bytes` wrote, read to the end of `stream`; StoreCorrupted if the
+        bytes are not one. Records are read in slices of a few MiB, never the file at once."""
+        crc = 0
+
+        def read(size: int) -> bytes:
+            nonlocal crc
+            data = stream.read(size)
+            if len(data) != size:
+                raise StoreCorrupted("tree snapshot is truncated")
+            crc = zlib.crc32(data, crc)
+            return data
+
+        magic, depth, count, record_bytes = _HEADER.unpack(read(_HEADER.size))
+        if magic != _MAGIC or not MIN_DEPTH <= depth <= MAX_DEPTH or count * RECORD != record_bytes:
+            raise StoreCorrupted("tree snapshot has an unknown layout")
+        buckets_n, nodes = 1 << depth, 1 << (depth + 1)
+        counts = struct.unpack(f">{buckets_n}I", read(4 * buckets_n))
+        if sum(counts) != count:
+            raise StoreCorrupted("tree snapshot counts disagree")
+        buckets: list[bytes] = []
+        append = buckets.append
+        position = 0
+        while position < buckets_n:
+            end, size = position, 0
+            while end < buckets_n and (size < _READ_BYTES or end == position):
+                size += counts[end] * RECORD
+                end += 1
+            data = read(size)
+            at = 0
+            for n in counts[position:end]:
+                if n:
+                    append(data[at : at + n * RECORD])
+                    at += n * RECORD
+                else:
+                    append(_EMPTY_BUCKET)
+            position = end
+        hashes = bytearray(read(32 * nodes))
+        kinds = bytearray(read(nodes))
+        expected = crc
+        if stream.read(5) != struct.pack(">I", expected):
+            raise StoreCorrupted("tree snapshot fails its checksum")
+        return cls(depth, count, buckets, hashes, kinds)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> FlatTree:
-        """The tree `to_bytes` wrote; StoreCorrupted if the bytes are not one."""
-        view = memoryview(data)
-        if (
-            len(data) < _HEADER.size + 4
-            or zlib.crc32(view[:-4]) != struct.unpack(">I", view[-4:])[0]
-        ):
-            raise StoreCorrupted("tree snapshot fails its checksum")
-        magic, depth, count, record_bytes = _HEADER.unpack_from(data)
-        buckets_n = 1 << depth
-        nodes = 1 << (depth + 1)
-        expected = _HEADER.size + 4 * buckets_n + record_bytes + 33 * nodes + 4
-        if magic != _MAGIC or not MIN_DEPTH <= depth <= MAX_DEPTH or len(data) != expected:
-            raise StoreCorrupted("tree snapshot has an unknown layout")
-        counts = struct.unpack_from(f">{buckets_n}I", data, _HEADER.size)
-        at = _HEADER.size + 4 * buckets_n
-        if sum(counts) != count or count * RECORD != record_bytes:
-            raise StoreCorrupted("tree snapshot counts disagree")
-        ends = at
-        buckets: list[bytes] = []
-        append = buckets.append
-        for n in counts:
-            if n:
-                start, ends = ends, ends + n * RECORD
-                append(data[start:ends])
-            else:
-                append(_EMPTY_BUCKET)
-        top = at + record_bytes
-        hashes = bytearray(view[top : top + 32 * nodes])
-        kinds = bytearray(view[top + 32 * nodes : top + 33 * nodes])
-        return cls(depth, count, buckets, hashes, kinds)
+        return cls.read_from(io.BytesIO(data))
 
 
-def _split(blobs: list[bytes], depth: int) -> list[bytes]:
+def _parts(buckets: list[bytes], size: int = 4096) -> Iterator[list[bytes]]:
+    for start in range(0, len(buckets), size):
+        yield buckets[start : start + size]
+
+
+def _split(blobs: list[bytes], depth: int, *, consume: bool = False) -> list[bytes]:
     """Sorted record blobs (each sorted, in order, e.g. the buckets of a smaller depth) cut
-    into the 2**depth buckets of `depth`."""
+    into the 2**depth buckets of `depth`; `consume` empties each blob once it is cut."""
     buckets = [_EMPTY_BUCKET] * (1 << depth)
     shift = 32 - depth
-    for blob in blobs:
+    for position, blob in enumerate(blobs):
+        if consume:
+            blobs[position] = _EMPTY_BUCKET
         size, start = len(blob), 0
         while start < size:
             index = int.from_bytes(blob[start : start + 4], "big") >> shift

@@ -33,7 +33,7 @@ import os
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import msgpack
 
@@ -226,15 +226,15 @@ class VersionedStore:
         self._old.clear()
         seal = None
         try:
-            seal = self._seal()
+            seal = self._close_seal()
         finally:
             self._db.close(seal)
 
-    def _seal(self) -> bytes | None:
+    def _close_seal(self) -> Iterable[bytes] | None:
         self._check_position()
         if self._height < 0 or self.written_around or self._tree.root() != self._root:
             return None  # nothing to save, damage to find, or a tree not the head's
-        return schema.u64(self._height) + self._root + self._tree.to_bytes()
+        return itertools.chain((schema.u64(self._height) + self._root,), self._tree.iter_bytes())
 
     def _check_position(self) -> None:
         """Has anything but this store written to its database since the store's last write?
@@ -265,6 +265,14 @@ class VersionedStore:
     def _open(self, verify_on_open: bool, rehash_on_open: bool) -> None:
         db = self._db
         seal = db.take_seal()
+        try:
+            self._open_with(seal, verify_on_open, rehash_on_open)
+        finally:
+            if seal is not None:
+                seal.close()
+
+    def _open_with(self, seal: BinaryIO | None, verify_on_open: bool, rehash_on_open: bool) -> None:
+        db = self._db
         fmt = db.get(schema.META_FORMAT)
         if fmt is None:
             if next(iter(db.scan(b"")), None) is not None:
@@ -302,15 +310,17 @@ class VersionedStore:
         if marker is not None:
             self._write([(schema.META_ROLLBACK, None)], sync=True)
 
-    def _from_seal(self, seal: bytes) -> FlatTree | None:
+    def _from_seal(self, seal: BinaryIO) -> FlatTree | None:
         """The tree of a clean close, if it is the head's (else None: rebuild)."""
-        if len(seal) < 40 or schema.read_u64(seal) != self._height or seal[8:40] != self._root:
-            return None
-        try:
-            tree = FlatTree.from_bytes(seal[40:])
-        except StoreCorrupted as error:
-            logger.warning("store.seal_refused error=%s", error)
-            return None
+        with seal:
+            head = seal.read(40)
+            if len(head) < 40 or schema.read_u64(head) != self._height or head[8:] != self._root:
+                return None
+            try:
+                tree = FlatTree.read_from(seal)
+            except StoreCorrupted as error:
+                logger.warning("store.seal_refused error=%s", error)
+                return None
         return tree if tree.root() == self._root else None
 
     def _tree_from_flat(self) -> FlatTree:
