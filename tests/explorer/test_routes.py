@@ -259,3 +259,25 @@ async def test_a_failing_page_is_500_and_a_slow_one_503(
     late = await get(app, "/markets")
     assert late.status == 503 and "deadline" in late.text
     assert (await get(app, "/ops")).status == 200  # the others still answer
+
+
+async def test_every_page_of_a_chain_at_genesis(tmp_path: pathlib.Path) -> None:
+    """`perpchain init` and nothing else: block 0, no trade, no funding tick, no order."""
+    make_chain(tmp_path / "node", 0)
+    trader = SigningKey.from_label("devnet/trader/0").public_key.hex()
+    with VersionedStore.open(tmp_path / "node" / "data") as store:
+        app, _ = explorer_on(store, tmp_path / "node")
+        for path in (
+            "/",
+            "/blocks",
+            "/block/0",
+            "/markets",
+            "/market/BTC-USD-PERP",
+            f"/account/{trader}",
+            "/ops",
+            "/blocks.json",
+        ):
+            response = await get(app, path)
+            assert response.status == 200, (path, response.text[:300])
+        assert "No open position." in (await get(app, f"/account/{trader}")).text
+        assert "No rollback on this chain." in (await get(app, "/ops")).text
