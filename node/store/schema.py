@@ -28,8 +28,10 @@ root covers (the diff too), so damaged bytes fail loudly when read and in `verif
 
 Heights are big-endian so LevelDB's byte order is height order; `~height` (bitwise not) makes
 the newest version of a key sort first, so a read at height h is one seek. The flat table and
-the versioned table hold the same bytes for the head; the Merkle tree is kept in memory and
-rebuilt from the flat table on open (and checked against `latest` and `r`+height).
+the versioned table hold the same bytes for the head; the Merkle tree is kept in memory in
+flat arrays (node/store/flattree.py), saved outside these rows at a clean close
+(`PERPCHAIN-SEAL`, node/store/backend.py) and otherwise rebuilt from the flat table on open
+(and checked against `latest` and `r`+height).
 """
 
 from __future__ import annotations
