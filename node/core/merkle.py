@@ -83,24 +83,25 @@ def subtree_root(key_hashes: list[int], leaf_hashes: list[bytes], depth: int) ->
         following = key_hashes[index]
         at = KEY_BITS - (key_hashes[index - 1] ^ following).bit_length()
         while stack and stack[-1][3] > at:
-            left, left_split, left_key, joint = stack.pop()
-            digest = _sha256(
-                NODE_DOMAIN
-                + _pad(left, left_split, left_key, joint + 1)
-                + _pad(digest, split, key, joint + 1)
-            ).digest()
-            split, key = joint, left_key
+            digest, split, key = _close(stack.pop(), digest, split, key)
         stack.append((digest, split, key, at))
         digest, split, key = leaf_hashes[index], KEY_BITS, following
     while stack:
-        left, left_split, left_key, joint = stack.pop()
-        digest = _sha256(
-            NODE_DOMAIN
-            + _pad(left, left_split, left_key, joint + 1)
-            + _pad(digest, split, key, joint + 1)
-        ).digest()
-        split, key = joint, left_key
+        digest, split, key = _close(stack.pop(), digest, split, key)
     return _pad(digest, split, key, depth)
+
+
+def _close(
+    pending: tuple[bytes, int, int, int], digest: bytes, split: int, key: int
+) -> tuple[bytes, int, int]:
+    """The node where a pending left subtree meets the subtree after it: (hash, split, key)."""
+    left, left_split, left_key, joint = pending
+    node = _sha256(
+        NODE_DOMAIN
+        + _pad(left, left_split, left_key, joint + 1)
+        + _pad(digest, split, key, joint + 1)
+    ).digest()
+    return node, joint, left_key
 
 
 def _pad(digest: bytes, split: int, key: int, depth: int) -> bytes:
