@@ -396,7 +396,16 @@ def stop_nodes(nodes: list[subprocess.Popen[str]]) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/drill", description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", help="where the two node homes go (default: a temp dir)")
+    parser.add_argument(
+        "--testnet",
+        action="store_true",
+        help="play it on 4 CometBFT validators instead (node/drill_testnet.py; docs/ABCI.md)",
+    )
     args = parser.parse_args(argv)
+    if args.testnet:
+        from node.drill_testnet import main as testnet_drill
+
+        return testnet_drill(["--workdir", args.workdir] if args.workdir else [])
 
     def say(line: str) -> None:
         print(line, flush=True)

@@ -635,6 +635,59 @@ class Testnet:
             timeout_s,
         )
 
+    def heights(self, indices: list[int]) -> list[int]:
+        return [self.validators[i].height() for i in indices]
+
+    def app_roots(self, indices: list[int], height: int) -> dict[int, str]:
+        """Each validator's application's own state root after `height` (its block record),
+        once it has the block."""
+        out: dict[int, str] = {}
+        for i in indices:
+            v = self.validators[i]
+            self.wait(
+                f"validator {i}'s application at height {height}",
+                lambda v=v: int(v.client.call("node_status")["height"]) >= height,
+                timeout_s=60,
+            )
+            block = v.client.call("chain_getBlock", height=str(height))
+            out[i] = str(block["header"]["state_root"])
+        return out
+
+    def equal_roots(self, indices: list[int], height: int) -> str:
+        """The one root the applications of `indices` have after `height`, which must also be
+        the app hash CometBFT's header of height + 1 carries on each; TestnetError if not."""
+        self.wait_height(height + 1, indices)
+        roots = self.app_roots(indices, height)
+        agreed = {self.validators[i].header_app_hash(height + 1) for i in indices}
+        if len(set(roots.values())) != 1:
+            raise TestnetError(f"state roots at {height} differ: {roots}")
+        if agreed != set(roots.values()):
+            raise TestnetError(f"CometBFT's app hash {agreed} at {height} != roots {roots}")
+        return next(iter(roots.values()))
+
+    def wait_committed(
+        self, tx_hash: str, indices: list[int], timeout_s: float = 60
+    ) -> dict[int, dict[str, Any]]:
+        """tx_status of `tx_hash` on each validator's application once it is in a block
+        there (committed or rejected)."""
+        out: dict[int, dict[str, Any]] = {}
+        deadline = time.monotonic() + timeout_s
+        for i in indices:
+            client = self.validators[i].client
+            while True:
+                self.check_alive()
+                try:
+                    status = client.call("tx_status", tx_hash=tx_hash)
+                except (RpcUnavailable, RpcCallError):
+                    status = {"status": "unreachable"}
+                if status["status"] in ("committed", "rejected"):
+                    out[i] = status
+                    break
+                if time.monotonic() > deadline:
+                    raise TestnetError(f"tx {tx_hash} not in a block on validator {i}: {status}")
+                time.sleep(0.1)
+        return out
+
     def live_client(self) -> RpcClient:
         """The JSON-RPC client of the first validator whose application answers."""
         for v in self.validators:
@@ -645,6 +698,26 @@ class Testnet:
                 except (RpcUnavailable, RpcCallError):
                     continue
         raise TestnetError("no validator's JSON-RPC answers")
+
+
+class TxSender:
+    """Signs txs with given keys (next nonce read once per key, then counted) and submits them
+    to a validator's JSON-RPC `tx_submit`."""
+
+    def __init__(self, chain_id: str) -> None:
+        self.chain_id = chain_id.encode()
+        self.nonces: dict[bytes, int] = {}
+
+    def submit(self, client: RpcClient, key: Any, body_cls: type, **fields: Any) -> str:
+        from node.core.txs import sign_tx
+
+        if key.public_key not in self.nonces:
+            reply = client.call("perp_getNonce", address=key.public_key.hex())
+            self.nonces[key.public_key] = int(reply["next_nonce"])
+        nonce = self.nonces[key.public_key]
+        self.nonces[key.public_key] = nonce + 1
+        tx = sign_tx(body_cls(nonce=nonce, **fields), key, self.chain_id)
+        return str(client.call("tx_submit", tx=tx.raw.hex())["tx_hash"])
 
 
 # --- the launcher ---------------------------------------------------------------------------
