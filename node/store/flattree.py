@@ -106,6 +106,11 @@ def _join(left: bytes, left_kind: int, right: bytes, right_kind: int) -> tuple[b
     return _sha256(NODE_DOMAIN + left + right).digest(), 2
 
 
+def bucket_hashes(buckets: list[bytes], depth: int) -> list[tuple[bytes, int]]:
+    """(hash, kind) of each bucket at `depth`."""
+    return [bucket_hash(records, depth) for records in buckets]
+
+
 class Delta:
     """Pending changes over a tree: new bucket records and top nodes, and the new key count.
     Reads through a delta see the tree as if it were applied."""
@@ -163,25 +168,37 @@ class FlatTree:
     @classmethod
     def from_sorted_records(cls, records: list[bytes], count: int) -> FlatTree:
         """A tree from 64-byte records sorted by key hash, key hashes unique."""
+        depth = depth_for(count)
+        return cls._from_buckets(cls.cut(records, depth), count, depth)
+
+    @staticmethod
+    def cut(records: list[bytes], depth: int) -> list[bytes]:
+        """Sorted 64-byte records (key hashes unique, else StoreCorrupted) as the buckets of
+        `depth`."""
         for position in range(1, len(records)):
             if records[position][:32] == records[position - 1][:32]:
                 raise StoreCorrupted("two leaves with one key hash")
-        depth = depth_for(count)
-        return cls._from_buckets(_split_sorted(records, depth), count, depth)
+        return _split_sorted(records, depth)
 
     @classmethod
     def _from_buckets(cls, buckets: list[bytes], count: int, depth: int) -> FlatTree:
         """Hash every bucket (at `depth`) and top node."""
+        return cls.assemble(buckets, count, depth, bucket_hashes(buckets, depth))
+
+    @classmethod
+    def assemble(
+        cls, buckets: list[bytes], count: int, depth: int, hashed: list[tuple[bytes, int]]
+    ) -> FlatTree:
+        """The tree over `buckets` (the 2**depth buckets of `depth`, `count` records) whose
+        (hash, kind) are `hashed` (bucket_hashes, maybe computed elsewhere): the top hashed."""
         size = 1 << (depth + 1)
-        hashes = bytearray(EMPTY * size)
-        kinds = bytearray(size)
         first = 1 << depth
-        for index, records in enumerate(buckets):
-            if records:
-                digest, kind = bucket_hash(records, depth)
-                node = first + index
-                hashes[node * 32 : node * 32 + 32] = digest
-                kinds[node] = kind
+        if len(buckets) != first or len(hashed) != first:
+            raise StoreCorrupted("buckets and their hashes disagree with the depth")
+        hashes = bytearray(EMPTY * first) + b"".join(digest for digest, _ in hashed)
+        kinds = bytearray(first) + bytes(kind for _, kind in hashed)
+        if len(hashes) != 32 * size:
+            raise StoreCorrupted("a bucket hash of the wrong size")
         tree = cls(depth, count, buckets, hashes, kinds)
         for node in range(first - 1, 0, -1):
             tree._set(node, *tree._child_join(node, None))

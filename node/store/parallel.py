@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from node.core import merkle
-from node.store.flattree import FlatTree
+from node.store.flattree import FlatTree, bucket_hashes, depth_for
 
 logger = logging.getLogger("perpchain.store")
 
@@ -193,10 +193,49 @@ def state_root(
     return _combine(left, right)
 
 
-def flat_tree(pairs: Iterable[tuple[bytes, bytes]]) -> FlatTree:
-    """The tree of the state `pairs` (unique keys, any order): the rebuild of an open after an
-    unclean shutdown or a repair. One process: its records must end up in this one."""
+def _records(pairs: list[tuple[bytes, bytes]]) -> list[bytes]:
+    """The 64-byte tree records (key hash + value hash) of pairs, in their order."""
     sha, kd, vd = hashlib.sha256, merkle.KEY_DOMAIN, merkle.VALUE_DOMAIN
-    records = [sha(kd + key).digest() + sha(vd + value).digest() for key, value in pairs]
+    return [sha(kd + key).digest() + sha(vd + value).digest() for key, value in pairs]
+
+
+# What the worker runs for flat_tree (module attributes, as above).
+_worker_records = _records
+_worker_bucket_hashes = bucket_hashes
+
+
+def flat_tree(
+    pairs: Iterable[tuple[bytes, bytes]],
+    *,
+    min_keys: int = PARALLEL_MIN_KEYS,
+    timeout_s: float | None = None,
+) -> FlatTree:
+    """The tree of the state `pairs` (unique keys, any order): the rebuild of an open after an
+    unclean shutdown, a repair, an import. Two rounds split evenly over two processes, as
+    state_root: the records of each half of the pairs, then the hashes of each half of the
+    buckets; the parent sorts, cuts and hashes the top."""
+    items = pairs if isinstance(pairs, list) else list(pairs)
+    if len(items) < min_keys or (os.cpu_count() or 1) < 2:
+        return FlatTree.from_sorted_records(sorted(_records(items)), len(items))
+    middle = len(items) // 2
+    started = time.monotonic()
+    pending = _submit(_worker_records, items[middle:])
+    records = _records(items[:middle])
+    answer = _await(pending, started, timeout_s, len(items))
+    if type(answer) is not list or len(answer) != len(items) - middle:
+        answer = _records(items[middle:])
+    records += answer
+    del items, answer
     records.sort()
-    return FlatTree.from_sorted_records(records, len(records))
+    count = len(records)
+    depth = depth_for(count)
+    buckets = FlatTree.cut(records, depth)
+    del records
+    half = len(buckets) // 2
+    started = time.monotonic()
+    pending = _submit(_worker_bucket_hashes, buckets[half:], depth)
+    hashed = bucket_hashes(buckets[:half], depth)
+    second = _await(pending, started, timeout_s, count)
+    if type(second) is not list or len(second) != len(buckets) - half:
+        second = bucket_hashes(buckets[half:], depth)
+    return FlatTree.assemble(buckets, count, depth, hashed + second)

@@ -77,3 +77,14 @@ def test_the_worker_is_spawned_not_forked() -> None:
     """A forked child of the threaded node could deadlock on a lock another thread held."""
     pool = parallel.start_pool()
     assert pool._ctx.get_start_method() == "spawn"  # type: ignore[attr-defined]
+
+
+def test_the_two_process_rebuild_is_the_tree_of_the_pairs() -> None:
+    """flat_tree (the open after an unclean shutdown) on two processes: the same tree as one."""
+    from node.store.flattree import FlatTree
+
+    items = [(b"key%05d" % i, b"v%d" % (i % 13)) for i in range(3_000)]
+    tree = parallel.flat_tree(iter(items), min_keys=0)
+    one = FlatTree.from_pairs(items)
+    assert tree.root() == one.root() == merkle.reference_root(items) and tree.count == 3_000
+    assert tree.prove(b"key00042") == one.prove(b"key00042")
