@@ -399,6 +399,7 @@ async def run_node(
                 status=status,
                 peers=config.explorer.peers,
                 deadline_ms=config.rpc.deadline_ms,
+                lane=lane,
             )
             if config.explorer.enabled
             else (None, None)

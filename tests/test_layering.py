@@ -57,7 +57,7 @@ ALLOWED_NODE = {
     "ops": {"core", "store", "chain", "ops", "log", "config"},
     "lane": set(),  # a leaf: the producer and the RPC share it
     # the read-only pages (issue 16): reads through the rpc tables, the store and ops
-    "explorer": {"core", "store", "chain", "rpc", "ops", "client", "log", "explorer"},
+    "explorer": {"core", "store", "chain", "rpc", "ops", "client", "log", "lane", "explorer"},
 }
 
 

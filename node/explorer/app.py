@@ -135,7 +135,7 @@ class Explorer:
             if path == "/peers.json":
                 return self.json_body({"peers": views.peer_states()})
             if path == "/blocks.json":  # the overview's live list: compact, from the cache
-                return self.json_body({"blocks": views.latest_json()})
+                return self.json_body({"blocks": await views.latest_json()})
             if not parts:
                 return await self.page("overview.html", "overview", await views.overview())
             head, rest = parts[0], parts[1:]

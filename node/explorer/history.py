@@ -14,9 +14,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+import trio
+
 from node.chain.producer import event_json
 from node.core.blocks import header_hash
 from node.core.records import EventKind
+from node.lane import WorkLane
 from node.store import HeightUnavailable, VersionedStore, blocks_db
 
 HISTORY_BLOCKS = 200  # blocks scanned for an account's or a market's recent events
@@ -44,12 +47,19 @@ class BlockBrief:
 
 
 class BlockHistory:
-    def __init__(self, store: VersionedStore, *, window: int = HISTORY_BLOCKS) -> None:
+    def __init__(
+        self, store: VersionedStore, *, window: int = HISTORY_BLOCKS, lane: WorkLane | None = None
+    ) -> None:
         self.store = store
         self.window = window
+        # Reading a block that is not cached takes a turn of the work lane (node.lane), as a
+        # JSON-RPC batch entry does: a page that reads 200 blocks cannot hold the event loop
+        # from the producer (which goes first) or from the reads. No lane (a follower): each
+        # such block yields to the loop.
+        self.lane = lane
         self._cache: OrderedDict[tuple[int, bytes], BlockBrief] = OrderedDict()
 
-    def brief(self, height: int) -> BlockBrief | None:
+    async def brief(self, height: int) -> BlockBrief | None:
         try:
             root = self.store.root(height)
         except HeightUnavailable:
@@ -59,6 +69,14 @@ class BlockHistory:
         if found is not None:
             self._cache.move_to_end(key)
             return found
+        if self.lane is None:
+            await trio.sleep(0)
+            return self._read(key)
+        async with self.lane.turn():
+            return self._read(key)
+
+    def _read(self, key: tuple[int, bytes]) -> BlockBrief | None:
+        height = key[0]
         block = blocks_db.get_block(self.store, height)
         if block is None:
             return None
@@ -90,22 +108,24 @@ class BlockHistory:
             self._cache.popitem(last=False)
         return brief
 
-    def latest(self, count: int, *, below: int | None = None) -> list[BlockBrief]:
+    async def latest(self, count: int, *, below: int | None = None) -> list[BlockBrief]:
         """Up to `count` blocks, newest first, from the head (or from `below` - 1)."""
         top = self.store.height if below is None else min(below - 1, self.store.height)
         out = []
         for height in range(top, max(-1, top - count), -1):
-            brief = self.brief(height)
+            brief = await self.brief(height)
             if brief is None:
                 break
             out.append(brief)
         return out
 
-    def events(self, *, account: str | None = None, market_id: str | None = None) -> list[Any]:
+    async def events(
+        self, *, account: str | None = None, market_id: str | None = None
+    ) -> list[Any]:
         """Events of the last `window` blocks, newest first, that involve `account` (either
         side) and/or are in `market_id`."""
         out = []
-        for brief in self.latest(self.window):
+        for brief in await self.latest(self.window):
             for item in reversed(brief.events):
                 if account is not None and account not in (item["account"], item["counterparty"]):
                     continue

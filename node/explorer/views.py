@@ -21,6 +21,7 @@ from node.core.genesis import Genesis
 from node.core.txs import decode_tx
 from node.explorer.history import BlockHistory
 from node.explorer.peers import PeerWatch
+from node.lane import WorkLane
 from node.ops.checkpoints import list_checkpoints
 from node.ops.incident import CompensationReport, IncidentError, compensation_report
 from node.rpc.jsonrpc import ErrorCode, MethodTable, RpcError
@@ -122,13 +123,14 @@ class Views:
         genesis: Genesis,
         status: ChainStatus,
         peers: PeerWatch | None = None,
+        lane: WorkLane | None = None,
     ) -> None:
         self.rpc = rpc
         self.store = store
         self.genesis = genesis
         self.status = status
         self.peers = peers
-        self.history = BlockHistory(store)
+        self.history = BlockHistory(store, lane=lane)
         self._reports: dict[int, CompensationReport | str] = {}
         self._report_lock = trio.Lock()
 
@@ -137,7 +139,7 @@ class Views:
     async def chain(self) -> dict[str, Any]:
         """node_status plus the recent pace: block interval and tx/s over the latest blocks."""
         status = await self.rpc.call("node_status")
-        latest = self.history.latest(LATEST_BLOCKS)
+        latest = await self.history.latest(LATEST_BLOCKS)
         interval_ms = tx_per_s = None
         if len(latest) >= 2:
             span_ms = latest[0].time_ms - latest[-1].time_ms
@@ -156,7 +158,7 @@ class Views:
         """market id (decimal string) -> symbol."""
         return {m["market_id"]: m["market"] for m in await self.rpc.call("perp_getMarkets")}
 
-    def latest_json(self) -> list[dict[str, str]]:
+    async def latest_json(self) -> list[dict[str, str]]:
         return [
             {
                 "height": str(b.height),
@@ -165,7 +167,7 @@ class Views:
                 "txs": str(b.txs),
                 "rejected": str(b.rejected),
             }
-            for b in self.history.latest(LATEST_BLOCKS)
+            for b in await self.history.latest(LATEST_BLOCKS)
         ]
 
     def peer_states(self) -> list[dict[str, Any]]:
@@ -177,13 +179,13 @@ class Views:
 
     async def overview(self) -> dict[str, Any]:
         return {
-            "blocks": self.history.latest(LATEST_BLOCKS),
+            "blocks": await self.history.latest(LATEST_BLOCKS),
             "markets": await self.rpc.call("perp_getMarkets"),
             "peers": self.peer_states(),
         }
 
     async def blocks(self, below: int | None) -> dict[str, Any]:
-        blocks = self.history.latest(50, below=below)
+        blocks = await self.history.latest(50, below=below)
         return {"blocks": blocks, "next_below": blocks[-1].height if blocks else None}
 
     async def block(self, ref: str) -> dict[str, Any]:
@@ -243,7 +245,9 @@ class Views:
         book = await self.rpc.call("perp_getOrderBook", market=symbol, depth=BOOK_DEPTH)
         funding = await self.rpc.call("perp_getFundingHistory", market=symbol, limit=FUNDING_POINTS)
         fills = [
-            e for e in self.history.events(market_id=market["market_id"]) if e["kind"] == "fill"
+            e
+            for e in await self.history.events(market_id=market["market_id"])
+            if e["kind"] == "fill"
         ]
         last = funding[-1] if funding else None
         return {
@@ -264,7 +268,7 @@ class Views:
         account = await self.rpc.call("perp_getAccount", address=address)
         nonce = await self.rpc.call("perp_getNonce", address=address)
         symbols = await self.symbols()
-        events = self.history.events(account=address)
+        events = await self.history.events(account=address)
         fills = [e for e in events if e["kind"] in ("fill", "liquidation", "deleveraged")]
         funding = [e for e in events if e["kind"] == "funding_settled" and e["account"] == address]
         return {

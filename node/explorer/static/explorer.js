@@ -188,7 +188,19 @@
 
   function refreshBlocks() {
     fetch("/blocks.json", { cache: "no-store" }).then(function (r) { return r.json(); }).then(function (data) {
-      replaceRows("latest-blocks", data.blocks.map(blockRow));
+      // The server's list, under the rows the heads added since it was read (if they follow
+      // it height by height): the list never goes back, and never skips a height.
+      var top = data.blocks.length ? Number(data.blocks[0].height) : -1;
+      var table = byId("latest-blocks");
+      if (!table) return;
+      var newer = Array.prototype.filter.call(table.tBodies[0].rows, function (r) {
+        return Number(r.cells[0].textContent) > top;
+      });
+      var follows = newer.every(function (r, i) {
+        return Number(r.cells[0].textContent) === top + newer.length - i;
+      });
+      var rows = (follows ? newer : []).concat(data.blocks.map(blockRow));
+      replaceRows("latest-blocks", rows.slice(0, MAX_ROWS));
     }).catch(quiet);
   }
 
