@@ -20,6 +20,7 @@ from node.core.crypto import SigningKey
 from node.explorer.app import CSP
 from node.explorer.views import READ_METHODS, ReadOnlyRpc
 from node.rpc.jsonrpc import MethodTable
+from node.rpc.methods import build_tables
 from node.store import VersionedStore
 from tests.e2e.chain import make_chain, running_node
 from tests.explorer.asgi import (
@@ -281,3 +282,23 @@ async def test_every_page_of_a_chain_at_genesis(tmp_path: pathlib.Path) -> None:
             assert response.status == 200, (path, response.text[:300])
         assert "No open position." in (await get(app, f"/account/{trader}")).text
         assert "No rollback on this chain." in (await get(app, "/ops")).text
+
+
+async def test_blocks_not_cached_are_read_in_turns_of_the_work_lane(
+    fresh: dict[str, Any],
+) -> None:
+    """Each block a page reads for the first time takes one turn of the lane the producer
+    shares (node.lane), so a page reading many blocks cannot hold the event loop."""
+    from node.explorer import build_explorer
+    from node.lane import WorkLane
+
+    _, context = explorer_on(fresh["store"], fresh["home"])
+    public, _ = build_tables(context)
+    lane = WorkLane()
+    app, _ = build_explorer(
+        public, store=context.store, genesis=context.genesis, status=context.status, lane=lane
+    )
+    assert (await get(app, "/blocks")).status == 200
+    assert lane.turns == 13  # heights 12..0, each read once
+    assert (await get(app, "/blocks")).status == 200
+    assert lane.turns == 13  # then cached
