@@ -230,6 +230,13 @@ class TestnetDrill:
                 )  # fmt: skip
             )
         facts["outcomes"] = outcomes
+        # Run again (an operator unsure it went through): it finds both at the target and
+        # changes nothing.
+        facts["repeat"] = perpchain(
+            "rollback", "--home", str(self.v[0].app_home),
+            "--cometbft-home", str(self.v[0].cometbft_home), "--cometbft", str(net.binary),
+            "--to-checkpoint", CHECKPOINT,
+        )  # fmt: skip
         files = {(x.home / "recovery.json").read_text() for x in self.v}
         facts["recovery_files_equal"] = len(files) == 1
         recovery = json.loads(sorted(files)[0])

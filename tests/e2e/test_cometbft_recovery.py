@@ -33,6 +33,9 @@ def test_rollback_to_a_pre_maintenance_checkpoint_on_the_validator_set(
     assert {o["app_hash"] for o in outcomes} == {facts["pre_root"]}, outcomes
     assert all(o["app_from"] >= facts["damaged_height"] - 1 for o in outcomes), outcomes
     assert all(o["fork_id"] is not None and not o["behind"] for o in outcomes), outcomes
+    repeat = facts["repeat"]  # the same rollback again finds both at the target
+    assert (repeat["fork_id"], repeat["cometbft_steps"]) == (None, 0), repeat
+    assert repeat["app_hash"] == facts["pre_root"], repeat
     assert facts["restored_root"] == facts["pre_root"]
     # one recovery file: the Recovery tx, then the reverted deposit; committed on all
     assert facts["recovery_files_equal"], "the validators disagree on the recovery txs"
