@@ -27,6 +27,7 @@ import argparse
 import base64
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -642,11 +643,18 @@ class Testnet:
         """Each validator's application's own state root after `height` (its block record),
         once it has the block."""
         out: dict[int, str] = {}
+
+        def reached(v: Validator) -> bool:
+            try:
+                return int(v.client.call("node_status")["height"]) >= height
+            except (RpcUnavailable, RpcCallError):
+                return False
+
         for i in indices:
             v = self.validators[i]
             self.wait(
                 f"validator {i}'s application at height {height}",
-                lambda v=v: int(v.client.call("node_status")["height"]) >= height,
+                functools.partial(reached, v),
                 timeout_s=60,
             )
             block = v.client.call("chain_getBlock", height=str(height))
