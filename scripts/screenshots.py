@@ -6,7 +6,8 @@ Starts a devnet briefly (sequencer, two followers, bots; free ports from 19545 u
 temp dir), lets it trade for `--seconds`, and takes the chain, market, account and block pages in
 headless Chromium (Debian's chromium + chromium-driver, driven by selenium); halts the
 sequencer through its admin listener for the red banner and resumes it. Then plays the incident
-drill (node/drill.py) and takes its operations page and the fork page of its rollback.
+drill (node/drill.py) and takes its operations page, its market (a funding index that climbs
+tick by tick) and the fork page of its rollback.
 """
 
 from __future__ import annotations
@@ -101,7 +102,14 @@ def devnet_pages(driver: Any, out: pathlib.Path, workdir: pathlib.Path, seconds:
         time.sleep(seconds)
         trader = SigningKey.from_label("devnet/trader/1").public_key.hex()
         shoot(driver, base + "/", out / "explorer-chain.png")
-        shoot(driver, base + "/market/BTC-USD-PERP", out / "explorer-market.png")
+        # the bots requote all the time: wait for a book with a few levels a side
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            book = client.call("perp_getOrderBook", market="BTC-USD-PERP", depth=5)
+            if len(book["bids"]) >= 3 and len(book["asks"]) >= 3:
+                break
+            time.sleep(0.2)
+        shoot(driver, base + "/market/BTC-USD-PERP", out / "explorer-market.png", settle_s=1.0)
         shoot(driver, f"{base}/account/{trader}", out / "explorer-account.png")
         height = int(client.call("node_status")["height"])
         busiest = max(
@@ -131,6 +139,8 @@ def drill_pages(driver: Any, out: pathlib.Path, workdir: pathlib.Path) -> None:
     try:
         Drill(urls["rpc"], urls["admin"], urls["token"], urls["follower"], lambda _: None).run()
         shoot(driver, urls["rpc"] + "/ops", out / "explorer-ops.png")
+        # the drill's fast funding: the index climbs tick by tick
+        shoot(driver, urls["rpc"] + "/market/BTC-USD-PERP", out / "explorer-funding.png")
         shoot(driver, urls["rpc"] + "/fork/1", out / "explorer-fork.png")
     finally:
         stop_nodes(nodes)
