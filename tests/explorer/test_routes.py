@@ -14,15 +14,21 @@ from typing import Any
 import pytest
 import trio
 
+from node.app import PRODUCER_KEY_FILE, load_key
 from node.chain.producer import ChainStatus
 from node.client import direct_opener
 from node.core.crypto import SigningKey
+from node.core.errors import Reject
+from node.core.txs import Withdraw, sign_tx
+from node.core.view import Overlay, get_nonces
+from node.explorer import build_explorer
 from node.explorer.app import CSP
 from node.explorer.views import READ_METHODS, ReadOnlyRpc
+from node.lane import WorkLane
 from node.rpc.jsonrpc import MethodTable
 from node.rpc.methods import build_tables
-from node.store import VersionedStore
-from tests.e2e.chain import make_chain, running_node
+from node.store import VersionedStore, blocks_db
+from tests.e2e.chain import CHAIN_ID, USD, commit_txs, make_chain, running_node
 from tests.explorer.asgi import (
     HANDLER_ATTRIBUTE,
     INLINE_SCRIPT,
@@ -289,9 +295,6 @@ async def test_blocks_not_cached_are_read_in_turns_of_the_work_lane(
 ) -> None:
     """Each block a page reads for the first time takes one turn of the lane the producer
     shares (node.lane), so a page reading many blocks cannot hold the event loop."""
-    from node.explorer import build_explorer
-    from node.lane import WorkLane
-
     _, context = explorer_on(fresh["store"], fresh["home"])
     public, _ = build_tables(context)
     lane = WorkLane()
@@ -302,3 +305,25 @@ async def test_blocks_not_cached_are_read_in_turns_of_the_work_lane(
     assert lane.turns == 13  # heights 12..0, each read once
     assert (await get(app, "/blocks")).status == 200
     assert lane.turns == 13  # then cached
+
+
+async def test_a_rejected_tx_shows_its_reject_code(tmp_path: pathlib.Path) -> None:
+    home = tmp_path / "node"
+    make_chain(home, 2)
+    key = SigningKey.from_label("devnet/trader/7")
+    producer = load_key(home, PRODUCER_KEY_FILE, "PERPCHAIN_PRODUCER_KEY")
+    assert producer is not None
+    with VersionedStore.open(home / "data") as store:
+        nonce = get_nonces(Overlay(store), key.public_key).base_nonce
+        too_much = sign_tx(Withdraw(nonce=nonce, amount_quote=10**9 * USD), key, CHAIN_ID)
+        head = blocks_db.get_block(store, store.height)
+        assert head is not None
+        commit_txs(store, producer, head.header, [too_much], head.header.time_ms + 250)
+        receipt = blocks_db.get_receipts(store, 3)
+        assert receipt is not None and receipt.receipts[0].code != 0
+        name = Reject(receipt.receipts[0].code).name
+        app, _ = explorer_on(store, home)
+        block = (await get(app, "/block/3")).text
+        assert f"{name} ({receipt.receipts[0].code})" in block and 'class="rejected"' in block
+        tx = (await get(app, f"/tx/{too_much.tx_hash.hex()}")).text
+        assert "rejected" in tx and name in tx and "Withdraw" in tx
