@@ -136,6 +136,9 @@ class Explorer:
                 return self.json_body({"peers": views.peer_states()})
             if path == "/blocks.json":  # the overview's live list: compact, from the cache
                 return self.json_body({"blocks": await views.latest_json()})
+            if path == "/events.json":  # the market's and the account's lists, live
+                market, account = _str_query(query, "market"), _str_query(query, "account")
+                return self.json_body(await views.events_json(market=market, account=account))
             if not parts:
                 return await self.page("overview.html", "overview", await views.overview())
             head, rest = parts[0], parts[1:]
@@ -217,6 +220,11 @@ class Explorer:
 
 def _html_headers() -> list[tuple[bytes, bytes]]:
     return [(b"content-type", b"text/html; charset=utf-8"), (b"cache-control", b"no-store")]
+
+
+def _str_query(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    return values[0] if values else None
 
 
 def _int_query(query: dict[str, list[str]], name: str) -> int | None:

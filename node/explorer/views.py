@@ -244,11 +244,7 @@ class Views:
         market = await self.rpc.call("perp_getMarket", market=symbol)
         book = await self.rpc.call("perp_getOrderBook", market=symbol, depth=BOOK_DEPTH)
         funding = await self.rpc.call("perp_getFundingHistory", market=symbol, limit=FUNDING_POINTS)
-        fills = [
-            e
-            for e in await self.history.events(market_id=market["market_id"])
-            if e["kind"] == "fill"
-        ]
+        fills = await self.market_fills(market["market_id"])
         last = funding[-1] if funding else None
         return {
             "market": market,
@@ -256,10 +252,39 @@ class Views:
             "funding": funding[-20:][::-1],
             "funding_points": len(funding),
             "funding_rate_ppm": last["rate_ppm"] if last else None,
-            "fills": fills[:LISTED_FILLS],
+            "fills": fills,
             "window": self.history.window,
             "symbols": await self.symbols(),
         }
+
+    async def market_fills(self, market_id: str) -> list[dict[str, Any]]:
+        """The market's fills in the scanned blocks, newest first (at most LISTED_FILLS)."""
+        events = await self.history.events(market_id=market_id)
+        return [e for e in events if e["kind"] == "fill"][:LISTED_FILLS]
+
+    async def account_events(self, address: str) -> dict[str, Any]:
+        """The account's fills, liquidations, deleveragings and funding settlements in the
+        scanned blocks, newest first, and the funding it paid there (quote atoms)."""
+        events = await self.history.events(account=address)
+        fills = [e for e in events if e["kind"] in ("fill", "liquidation", "deleveraged")]
+        funding = [e for e in events if e["kind"] == "funding_settled" and e["account"] == address]
+        return {
+            "fills": fills[:LISTED_FILLS],
+            "funding": funding[:LISTED_FILLS],
+            "funding_paid_quote": str(-sum(int(e["amount_quote"]) for e in funding)),
+        }
+
+    async def events_json(self, *, market: str | None, account: str | None) -> dict[str, Any]:
+        """/events.json?market=ID or ?account=HEX: what the market and account pages list."""
+        if market is not None and account is None:
+            if not (market.isascii() and market.isdigit() and len(market) <= 10):
+                raise BadRequest("market must be a market id (digits)")
+            return {"fills": await self.market_fills(str(int(market)))}
+        if account is not None and market is None:
+            if not HEX32.fullmatch(account):
+                raise BadRequest("account must be 64 hex digits")
+            return await self.account_events(account.lower())
+        raise BadRequest("give one of market or account")
 
     async def account(self, address: str) -> dict[str, Any]:
         if not HEX32.fullmatch(address):
@@ -267,17 +292,11 @@ class Views:
         address = address.lower()
         account = await self.rpc.call("perp_getAccount", address=address)
         nonce = await self.rpc.call("perp_getNonce", address=address)
-        symbols = await self.symbols()
-        events = await self.history.events(account=address)
-        fills = [e for e in events if e["kind"] in ("fill", "liquidation", "deleveraged")]
-        funding = [e for e in events if e["kind"] == "funding_settled" and e["account"] == address]
         return {
             "account": account,
             "nonce": nonce,
-            "symbols": symbols,
-            "fills": fills[:LISTED_FILLS],
-            "funding": funding[:LISTED_FILLS],
-            "funding_paid_quote": -sum(int(e["amount_quote"]) for e in funding),
+            "symbols": await self.symbols(),
+            **await self.account_events(address),
             "unsettled_funding_quote": sum(
                 int(p["unsettled_funding"]) for p in account["positions"]
             ),

@@ -131,7 +131,7 @@ def test_account_page_shows_the_position_a_trade_opened(node: dict[str, Any], br
         size_atoms=UNIT // 100,
         client_id=1,
     )
-    submit_order(
+    taker_tx = submit_order(
         url,
         "devnet/trader/13",
         side=Side.BUY,
@@ -161,6 +161,15 @@ def test_account_page_shows_the_position_a_trade_opened(node: dict[str, Any], br
         what="the fill row",
     )
     assert "fill" in fill
+    # the next refresh lists it with its tx (/events.json): the taker's order
+    taker_fill = wait_until(
+        lambda: browser.execute_script(
+            "const a = document.querySelector(\"#fills tbody tr a[href^='/tx/']\");"
+            "return a && a.getAttribute('href');"
+        ),
+        what="the fill with its tx link",
+    )
+    assert taker_fill == f"/tx/{taker_tx}"
     assert not browser.find_element("id", "no-positions").is_displayed()
     browser.refresh()
     cells = position_row()

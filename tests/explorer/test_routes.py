@@ -327,3 +327,24 @@ async def test_a_rejected_tx_shows_its_reject_code(tmp_path: pathlib.Path) -> No
         assert f"{name} ({receipt.receipts[0].code})" in block and 'class="rejected"' in block
         tx = (await get(app, f"/tx/{too_much.tx_hash.hex()}")).text
         assert "rejected" in tx and name in tx and "Withdraw" in tx
+
+
+async def test_events_json_lists_what_the_market_and_account_pages_show(
+    fresh: dict[str, Any],
+) -> None:
+    import json
+
+    app, _ = explorer_on(fresh["store"], fresh["home"])
+    market = json.loads((await get(app, "/events.json", query=b"market=1")).body)
+    assert market["fills"] and all(e["kind"] == "fill" for e in market["fills"])
+    assert all(e["market_id"] == "1" for e in market["fills"])
+    taker = market["fills"][0]["account"]
+    account = json.loads((await get(app, "/events.json", query=f"account={taker}".encode())).body)
+    assert market["fills"][0]["tx_hash"] in {e["tx_hash"] for e in account["fills"]}
+    assert int(account["funding_paid_quote"]) == -sum(
+        int(e["amount_quote"]) for e in account["funding"]
+    )
+    page = (await get(app, f"/account/{taker}")).text
+    assert market["fills"][0]["tx_hash"] in page
+    for query in (b"", b"market=x", b"account=00", b"market=1&account=" + b"a" * 64):
+        assert (await get(app, "/events.json", query=query)).status == 400, query

@@ -8,6 +8,7 @@
   var body = document.body;
   var page = body.dataset.page;
   var market = body.dataset.market || null;
+  var marketId = body.dataset.marketId || null;
   var account = body.dataset.account || null;
   var ws = null;
   var nextId = 1;
@@ -205,17 +206,8 @@
   }
 
   function onAccountEvent(item) {
-    prependRow("fills", row([
-      linkCell(item.height, "/block/" + encodeURIComponent(item.height)),
-      cell(item.kind),
-      cell(symbols[item.market_id] || item.market_id),
-      accountCell(item.account),
-      accountCell(item.counterparty),
-      cell(size(item.size_atoms), "num"),
-      cell(quote(item.price_quote), "num"),
-      cell(quote(item.amount_quote), "num"),
-      cell(""),
-    ]), 200);
+    // at once from the notification; the next refresh brings the list with its tx hashes
+    prependRow("fills", eventRow(item), 200);
     scheduleRefresh();
   }
 
@@ -293,6 +285,32 @@
     }).catch(quiet);
     call("perp_getOrderBook", { market: market, depth: 20 }).then(showBook).catch(quiet);
     call("perp_getFundingHistory", { market: market, limit: 500 }).then(showFunding).catch(quiet);
+    if (marketId) {
+      getJson("/events.json?market=" + encodeURIComponent(marketId)).then(function (data) {
+        replaceRows("market-fills", data.fills.map(eventRow));
+      }).catch(quiet);
+    }
+  }
+
+  function getJson(path) {
+    return fetch(path, { cache: "no-store" }).then(function (r) {
+      if (!r.ok) throw new Error(path + ": HTTP " + r.status);
+      return r.json();
+    });
+  }
+
+  function eventRow(e) {
+    return row([
+      linkCell(e.height, "/block/" + encodeURIComponent(e.height)),
+      cell(e.kind),
+      cell(e.market_id === "0" ? "" : symbols[e.market_id] || e.market_id),
+      accountCell(e.account),
+      accountCell(e.counterparty),
+      cell(size(e.size_atoms), "num"),
+      cell(quote(e.price_quote), "num"),
+      cell(quote(e.amount_quote), "num"),
+      e.tx_hash ? linkCell(short(e.tx_hash, 10), "/tx/" + encodeURIComponent(e.tx_hash), "mono") : cell(""),
+    ]);
   }
 
   function showBook(book) {
@@ -393,6 +411,11 @@
           cell(quote(p.unsettled_funding), "num"),
         ]);
       }));
+      getJson("/events.json?account=" + encodeURIComponent(account)).then(function (data) {
+        replaceRows("fills", data.fills.map(eventRow));
+        replaceRows("funding", data.funding.map(eventRow));
+        setText("ac-funding-paid", quote(data.funding_paid_quote));
+      }).catch(quiet);
       var none = byId("no-positions");
       if (none) none.hidden = a.positions.length > 0;
       replaceRows("orders", a.open_orders.map(function (o) {
