@@ -94,6 +94,8 @@ class Explorer:
         method = scope["method"]
         if method not in ("GET", "HEAD"):
             status, headers, body = self.text(405, "use GET", [(b"allow", b"GET, HEAD")])
+        elif _has_body(scope):  # never read: refused, and the connection closed
+            status, headers, body = self.text(400, "a GET has no body", [(b"connection", b"close")])
         else:
             try:
                 with trio.move_on_after(self.deadline_s) as timer:
@@ -216,6 +218,14 @@ class Explorer:
     def text(status: int, message: str, extra: list[tuple[bytes, bytes]] | None = None) -> Response:
         headers = [(b"content-type", b"text/plain; charset=utf-8"), *(extra or [])]
         return status, headers, message.encode()
+
+
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        name = bytes(name).lower()
+        if name == b"transfer-encoding" or (name == b"content-length" and bytes(value) != b"0"):
+            return True
+    return False
 
 
 def _html_headers() -> list[tuple[bytes, bytes]]:

@@ -29,7 +29,14 @@ class Response:
         return sorted(set(re.findall(rf'href="({re.escape(prefix)}[^"]*)"', self.text)))
 
 
-async def get(app: Any, path: str, *, method: str = "GET", query: bytes = b"") -> Response:
+async def get(
+    app: Any,
+    path: str,
+    *,
+    method: str = "GET",
+    query: bytes = b"",
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> Response:
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -38,7 +45,13 @@ async def get(app: Any, path: str, *, method: str = "GET", query: bytes = b"") -
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": method, "path": path, "query_string": query, "headers": []}
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "query_string": query,
+        "headers": headers or [],
+    }
     await app(scope, receive, send)
     start, body = sent
     return Response(start["status"], dict(start["headers"]), body["body"])

@@ -157,6 +157,9 @@ async def test_unknown_is_404_and_malformed_is_400(fresh: dict[str, Any]) -> Non
         assert (await get(app, path)).status == 404, path
     for path in ("/block/zz", "/block/-1", "/tx/xyz", "/account/00", "/market/a%20b"):
         assert (await get(app, path)).status == 400, path
+    for header in ((b"content-length", b"10"), (b"transfer-encoding", b"chunked")):
+        refused = await get(app, "/", headers=[header])  # a GET with a body is never read
+        assert refused.status == 400 and refused.headers[b"connection"] == b"close"
     assert (await get(app, "/blocks", query=b"below=x")).status == 400
     assert (await get(app, "/search", query=b"q=" + b"a" * 2000)).status == 414
 
