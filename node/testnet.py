@@ -663,7 +663,8 @@ class Testnet:
 
     def equal_roots(self, indices: list[int], height: int) -> str:
         """The one root the applications of `indices` have after `height`, which must also be
-        the app hash CometBFT's header of height + 1 carries on each; TestnetError if not."""
+        the app hash CometBFT's header of height + 1 carries on each, with the same block
+        record (header hash) on each; TestnetError if not."""
         self.wait_height(height + 1, indices)
         roots = self.app_roots(indices, height)
         agreed = {self.validators[i].header_app_hash(height + 1) for i in indices}
@@ -671,6 +672,15 @@ class Testnet:
             raise TestnetError(f"state roots at {height} differ: {roots}")
         if agreed != set(roots.values()):
             raise TestnetError(f"CometBFT's app hash {agreed} at {height} != roots {roots}")
+        # and the same block record (header hash) on every application, not only the state
+        hashes = {
+            i: self.validators[i].client.call("chain_getBlock", height=str(height))["header"][
+                "hash"
+            ]
+            for i in indices
+        }
+        if len(set(hashes.values())) != 1:
+            raise TestnetError(f"block records at {height} differ: {hashes}")
         return next(iter(roots.values()))
 
     def wait_committed(
