@@ -41,6 +41,7 @@ import pathlib
 import re
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -161,6 +162,7 @@ class CometBFTStores:
 
     def __init__(self, cometbft: pathlib.Path, home: pathlib.Path) -> None:
         self.port = _free_port()
+        self.errors = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
             [
                 str(cometbft),
@@ -171,7 +173,7 @@ class CometBFTStores:
                 f"tcp://127.0.0.1:{self.port}",
             ],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=self.errors,  # a file, not a pipe: nothing reads it until it exits
         )
 
     def __enter__(self) -> CometBFTStores:
@@ -182,12 +184,15 @@ class CometBFTStores:
                 return self
             except OSError:
                 if self.process.poll() is not None:
-                    error = (self.process.stderr.read() if self.process.stderr else b"").decode()
+                    self.errors.seek(0)
+                    error = self.errors.read().decode(errors="replace")
+                    self.errors.close()
                     raise RollbackError(
                         f"cometbft inspect exited with code {self.process.returncode} (is the "
                         f"CometBFT node stopped?): {error.strip()[-400:]}"
                     ) from None
                 if time.monotonic() > deadline:
+                    self.__exit__()  # __exit__ is not called when __enter__ raises
                     raise RollbackError("cometbft inspect did not answer") from None
                 time.sleep(0.1)
 
@@ -198,6 +203,7 @@ class CometBFTStores:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        self.errors.close()
 
     def call(self, method: str, **params: str) -> Any:
         query = urllib.parse.urlencode(params)
