@@ -351,3 +351,21 @@ async def test_events_json_lists_what_the_market_and_account_pages_show(
     assert market["fills"][0]["tx_hash"] in page
     for query in (b"", b"market=x", b"account=00", b"market=1&account=" + b"a" * 64):
         assert (await get(app, "/events.json", query=query)).status == 400, query
+
+
+async def test_maintenance_shows_its_banner_with_reason_and_checkpoint(
+    fresh: dict[str, Any],
+) -> None:
+    from types import SimpleNamespace
+
+    window = SimpleNamespace(
+        reason="db <upgrade>", checkpoint="pre-maintenance-9", epoch=2, height=9
+    )
+    status = ChainStatus(mode="maintenance", maintenance=window)
+    app, _ = explorer_on(fresh["store"], fresh["home"], status)
+    page = (await get(app, "/")).text
+    banner = page.split('id="banner-maintenance"', 1)[1].split("</div>", 1)[0]
+    assert "hidden" not in banner.split(">", 1)[0]
+    assert "db &lt;upgrade&gt; (checkpoint pre-maintenance-9)" in banner
+    halted = page.split('id="banner-halted"', 1)[1].split(">", 1)[0]
+    assert "hidden" in halted
