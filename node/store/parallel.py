@@ -231,6 +231,20 @@ def flat_tree(
     depth = depth_for(count)
     buckets = FlatTree.cut(records, depth)
     del records
+    return _hashed(buckets, count, depth, timeout_s)
+
+
+def regrown(tree: FlatTree, *, timeout_s: float | None = None) -> FlatTree:
+    """`tree` with its buckets cut again for its size (FlatTree.recut), hashed on two
+    processes: the pause of a state that doubled. `tree` is empty afterwards."""
+    buckets, count, depth = tree.recut()
+    if count < PARALLEL_MIN_KEYS or (os.cpu_count() or 1) < 2:
+        return FlatTree.assemble(buckets, count, depth, bucket_hashes(buckets, depth))
+    return _hashed(buckets, count, depth, timeout_s)
+
+
+def _hashed(buckets: list[bytes], count: int, depth: int, timeout_s: float | None) -> FlatTree:
+    """The tree over cut buckets, each half of the buckets hashed by one process."""
     half = len(buckets) // 2
     started = time.monotonic()
     pending = _submit(_worker_bucket_hashes, buckets[half:], depth)

@@ -30,6 +30,7 @@ import hashlib
 import itertools
 import logging
 import os
+import time
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
@@ -691,9 +692,15 @@ class VersionedStore:
             self._tree.apply(delta)
         self._version += 1
         self._old.clear()
-        if self._tree.needs_regrow():  # the state outgrew its buckets: O(state), rarely
-            self._tree = self._tree.regrown()
-            logger.info("store.tree_regrown keys=%d depth=%d", self._tree.count, self._tree.depth)
+        if self._tree.needs_regrow():  # the state doubled: its buckets cut again, O(state)
+            began = time.perf_counter()
+            self._tree = parallel.regrown(self._tree)
+            logger.info(
+                "store.tree_regrown keys=%d depth=%d seconds=%.2f",
+                self._tree.count,
+                self._tree.depth,
+                time.perf_counter() - began,
+            )
 
     # ------------------------------------------------------------------ import
 
