@@ -61,6 +61,16 @@ class StoreModel(RuleBasedStateMachine):
     def reopen(self) -> None:
         self.store.close()
         self.store = self._open()
+        assert self.store.open_check in ("seal", "rehashed")  # "rehashed": an empty store
+
+    @rule()
+    def crash_and_reopen(self) -> None:
+        """As after kill -9: the database closed without the store's close, so no seal; the
+        open rebuilds the tree from the flat table."""
+        self.store._closed = True
+        self.store._db.close()
+        self.store = self._open()
+        assert self.store.open_check == "rehashed"
 
     @precondition(lambda self: self.head >= 0)
     @rule(pick=st.integers(min_value=0))
