@@ -34,7 +34,7 @@ from typing import Any
 
 from node.client import RpcCallError, RpcClient, RpcUnavailable
 from node.devnet import Bots
-from node.testnet import ORACLE_LAG_MS, Testnet, Timeouts, find_ports, running
+from node.testnet import ORACLE_LAG_MS, Ports, Testnet, Timeouts, find_ports, running
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -90,6 +90,7 @@ def measure(
     accounts: int = 200,
     timeout_commit_ms: int = 400,
     port_start: int = 27_000,
+    ports: Ports | None = None,
     direct: bool = False,
     say: Any = None,
 ) -> dict[str, Any]:
@@ -109,7 +110,7 @@ def measure(
     net = Testnet(
         home,
         validators=validators,
-        ports=find_ports(validators, port_start),
+        ports=ports or find_ports(validators, port_start),
         timeouts=Timeouts(commit_ms=timeout_commit_ms),
         genesis=doc,
     )

@@ -134,17 +134,28 @@ def ports_free(ports: Ports, validators: int) -> bool:
     return True
 
 
-def find_ports(validators: int, start: int, *, attempts: int = 40) -> Ports:
-    """Ports for `validators` validators at or above `start` that are free now: CometBFT's at
-    base .. base + 10 n, the JSON-RPC at base + 50 + 100 i (+15 metrics). Tests pass a start
-    below the kernel's ephemeral range (32768) derived from their xdist worker, so neither two
-    workers nor the ephemeral ports other tests bind collide with them."""
-    for attempt in range(attempts):
-        base = start + attempt * 50 * ((validators * 100 + 99) // 50)
+def ports_span(validators: int) -> int:
+    """How many consecutive ports from Ports.base a network of `validators` uses."""
+    return max(100 * validators - 35, 10 * validators - 8) + 1
+
+
+def find_ports(
+    validators: int, start: int, *, within: tuple[int, int] | None = None, step: int = 50
+) -> Ports:
+    """Ports for `validators` validators that are free now: CometBFT's at base .. base + 10 n,
+    the JSON-RPC at base + 50 + 100 i (+15 metrics). The first free base from `start` up, in
+    steps of `step`; with `within` = (low, high) every port stays in [low, high) and the search
+    wraps around to low. Tests give each xdist worker its own range below the kernel's
+    ephemeral ports (32768), so neither two workers nor the ephemeral ports other tests bind
+    collide with them."""
+    span = ports_span(validators)
+    low, high = within or (start, start + 40 * step + span)
+    bases = [*range(start, high - span + 1, step), *range(low, min(start, high - span + 1), step)]
+    for base in bases:
         ports = Ports(base=base, rpc_base=base + 50)
         if ports_free(ports, validators):
             return ports
-    raise TestnetError(f"no free ports for {validators} validators from {start}")
+    raise TestnetError(f"no free ports for {validators} validators in [{low}, {high})")
 
 
 def set_toml(text: str, section: str, key: str, value: str) -> str:

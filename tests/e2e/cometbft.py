@@ -34,10 +34,13 @@ def engine() -> pathlib.Path:
 
 
 def worker_ports(validators: int, slot: int) -> Ports:
-    """Ports of this xdist worker's `slot`-th network, below the ephemeral range."""
+    """Free ports in this xdist worker's own range of 1,000 (20,000 + 1,000 x worker, below
+    the ephemeral range), searched from the `slot`-th third of it so consecutive tests of a
+    worker do not meet the TIME_WAIT sockets of the one before."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
     index = int(worker) if worker.isdigit() else 0
-    return find_ports(validators, 20_000 + 1_000 * (index % 12) + 500 * slot)
+    low = 20_000 + 1_000 * (index % 12)
+    return find_ports(validators, low + 400 * slot, within=(low, low + 1_000))
 
 
 def make_testnet(

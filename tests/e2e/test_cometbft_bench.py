@@ -17,7 +17,7 @@ def test_testnet_bench_reports_committed_orders_and_block_time(tmp_path: pathlib
         duration_s=3,
         senders=2,
         accounts=20,
-        port_start=worker_ports(1, slot=0).base + 450,
+        ports=worker_ports(1, slot=2),
     )
     assert figures["blocks"] >= 1 and figures["committed_txs"] > 0, figures
     assert figures["block_time_ms"]["mean"] is not None, figures

@@ -18,7 +18,7 @@ from tests.e2e.cometbft import engine, worker_ports
 
 def test_testnet_launcher_runs_and_ctrl_c_stops_everything(tmp_path: pathlib.Path) -> None:
     engine()
-    ports = worker_ports(1, slot=0)
+    ports = worker_ports(1, slot=2)
     home = tmp_path / "testnet"
     launcher = subprocess.Popen(
         [
