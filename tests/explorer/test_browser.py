@@ -105,13 +105,22 @@ def test_height_advances_live(node: dict[str, Any], browser: Any) -> None:
         what="the height to advance by 5 blocks",
     )
     assert browser.execute_script("return window.explorerTestMark;") == 42
-    # the live rows: the newest first, no height skipped
-    heights = browser.execute_script(
-        "return Array.from(document.querySelectorAll('#latest-blocks tbody tr'))"
-        ".map(r => Number(r.cells[0].textContent));"
-    )
-    assert heights[0] > first and len(heights) == 20
-    assert heights == list(range(heights[0], heights[0] - 20, -1))
+
+    # the live rows follow: the newest first, 20 of them, no height skipped
+    def rows() -> list[int]:
+        heights: list[int] = browser.execute_script(
+            "return Array.from(document.querySelectorAll('#latest-blocks tbody tr'))"
+            ".map(r => Number(r.cells[0].textContent));"
+        )
+        return heights
+
+    def following() -> bool:
+        heights = rows()
+        top = heights[0]
+        return top >= first + 5 and heights == list(range(top, top - 20, -1))
+
+    wait_until(following, what=f"the block list to pass {first + 5} height by height")
+    assert browser.execute_script("return window.explorerTestMark;") == 42
     assert console_errors(browser) == []
 
 

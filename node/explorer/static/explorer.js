@@ -170,8 +170,12 @@
     var table = byId("latest-blocks");
     if (!table) return;
     var rows = table.tBodies[0].rows;
-    // only the next height: a gap waits for the refresh, so the list never skips one
-    if (rows.length && Number(rows[0].cells[0].textContent) + 1 !== Number(header.height)) return;
+    // only the next height; after a gap (heads before the subscription, a reconnect) the
+    // list is read again at once, so it never skips a height and never lags behind
+    if (rows.length && Number(rows[0].cells[0].textContent) + 1 !== Number(header.height)) {
+      if (Number(rows[0].cells[0].textContent) < Number(header.height)) refreshBlocks();
+      return;
+    }
     prependRow("latest-blocks", blockRow({
       height: header.height, hash: header.hash, time_ms: header.time_ms, txs: "…", rejected: "…",
     }), MAX_ROWS);
@@ -187,14 +191,22 @@
     ]);
   }
 
+  var blocksInFlight = false;
+
+  function topHeight() {
+    var table = byId("latest-blocks");
+    var rows = table ? table.tBodies[0].rows : [];
+    return rows.length ? Number(rows[0].cells[0].textContent) : -1;
+  }
+
   function refreshBlocks() {
-    fetch("/blocks.json", { cache: "no-store" }).then(function (r) { return r.json(); }).then(function (data) {
+    if (blocksInFlight || !byId("latest-blocks")) return;
+    blocksInFlight = true;
+    getJson("/blocks.json").then(function (data) {
       // The server's list, under the rows the heads added since it was read (if they follow
       // it height by height): the list never goes back, and never skips a height.
       var top = data.blocks.length ? Number(data.blocks[0].height) : -1;
-      var table = byId("latest-blocks");
-      if (!table) return;
-      var newer = Array.prototype.filter.call(table.tBodies[0].rows, function (r) {
+      var newer = Array.prototype.filter.call(byId("latest-blocks").tBodies[0].rows, function (r) {
         return Number(r.cells[0].textContent) > top;
       });
       var follows = newer.every(function (r, i) {
@@ -202,7 +214,11 @@
       });
       var rows = (follows ? newer : []).concat(data.blocks.map(blockRow));
       replaceRows("latest-blocks", rows.slice(0, MAX_ROWS));
-    }).catch(quiet);
+    }).catch(quiet).then(function () {
+      blocksInFlight = false;
+      // a head that came while the list was read and could not be added: read it again
+      if (lastHead && Number(lastHead.height) > topHeight()) setTimeout(refreshBlocks, 100);
+    });
   }
 
   function onAccountEvent(item) {
