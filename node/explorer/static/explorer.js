@@ -452,5 +452,11 @@
 
   // --- start -----------------------------------------------------------------------------
 
-  if (page !== "error") connect();
+  if (page !== "error") {
+    connect();
+    // A halted node or one in maintenance produces no head to refresh on: poll meanwhile.
+    setInterval(function () {
+      if (ws && ws.readyState === WebSocket.OPEN && Date.now() - lastRefresh > 2000) refresh();
+    }, 1000);
+  }
 })();
