@@ -96,12 +96,12 @@ def _close(
 ) -> tuple[bytes, int, int]:
     """The node where a pending left subtree meets the subtree after it: (hash, split, key)."""
     left, left_split, left_key, joint = pending
-    node = _sha256(
-        NODE_DOMAIN
-        + _pad(left, left_split, left_key, joint + 1)
-        + _pad(digest, split, key, joint + 1)
-    ).digest()
-    return node, joint, left_key
+    below = joint + 1
+    if below < left_split < KEY_BITS:  # _pad's loop is empty otherwise: skip the call
+        left = _pad(left, left_split, left_key, below)
+    if below < split < KEY_BITS:
+        digest = _pad(digest, split, key, below)
+    return _sha256(NODE_DOMAIN + left + digest).digest(), joint, left_key
 
 
 def _pad(digest: bytes, split: int, key: int, depth: int) -> bytes:
