@@ -52,6 +52,9 @@ class Mempool:
         self._state = state
         self._window = nonce_window
         self._txs: OrderedDict[bytes, SignedTx] = OrderedDict()
+        # Taken for the block being built (which yields to readers between its slices): still
+        # "pending" to tx_status until that block commits or fails (settle).
+        self._taken: set[bytes] = set()
         self._per_sender: dict[bytes, int] = {}
         self._pool = pool
         self._prechecked: dict[bytes, SignedTx | TxRejected] = {}
@@ -98,7 +101,8 @@ class Mempool:
         return len(self._txs)
 
     def __contains__(self, tx_hash: object) -> bool:
-        return tx_hash in self._txs
+        """Pending: in the pool, or taken for the block being built."""
+        return tx_hash in self._txs or tx_hash in self._taken
 
     def check(self, raw: bytes) -> SignedTx:
         """The stateless part of admission (size, decoding, signature), pre-checked or now."""
@@ -160,12 +164,18 @@ class Mempool:
                 del self._per_sender[tx.signer]
             self._live_bytes -= len(tx.raw)
             out.append(tx)
+        self._taken = {tx.tx_hash for tx in out}
         return out
+
+    def settle(self) -> None:
+        """The block of the last `take` is committed (its receipts answer) or dropped."""
+        self._taken = set()
 
     def clear(self) -> int:
         """Drop every pending tx (after a rollback: they were admitted against reverted state)."""
         dropped = len(self._txs)
         self._txs.clear()
+        self._taken = set()
         self._per_sender.clear()
         self._live_bytes = 0
         if self._journal is not None:

@@ -424,6 +424,7 @@ class Producer:
             if self.metrics:
                 self.metrics.invariant_failures.inc()
             self.halt(f"invariant violated at height {env.height}: {outcome}")
+            self.mempool.settle()
             return None
         prepared, result = outcome
         header = commit_prepared(self.store, prepared, meta)
@@ -442,6 +443,7 @@ class Producer:
         done = time.perf_counter()
         self.status.head = header
         self.status.committed_txs += len(txs)
+        self.mempool.settle()  # their receipts answer from here on
         if self.metrics:
             self.metrics.observe_block(
                 height=header.height,

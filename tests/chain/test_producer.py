@@ -146,3 +146,27 @@ def test_the_full_invariant_scan_runs_every_invariant_scan_blocks(producer: Prod
         for height in range(1, 10)
     ]
     assert full == [False, False, False, True, False, False, False, True, False]
+
+
+async def test_a_tx_being_included_stays_pending_until_its_block_commits(
+    producer: Producer,
+) -> None:
+    """tx_status answers from the receipts, else from the mempool: a tx taken for the block
+    being built (which yields to readers between its slices) must not read as unknown."""
+    import trio
+
+    _submit_orders(producer, 120)
+    hashes = list(producer.mempool._txs)
+    seen: list[bool] = []
+
+    async def watch() -> None:
+        while producer.status.head.height == 0:  # type: ignore[union-attr]
+            seen.append(all(h in producer.mempool for h in hashes))
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        await trio.lowlevel.checkpoint()
+        header = await producer.produce_one_async()
+    assert header is not None and len(seen) > 2 and all(seen)
+    assert not any(h in producer.mempool for h in hashes)  # committed: the receipts answer
