@@ -1,5 +1,5 @@
 """Shared by the real-engine tests (tests/e2e/test_cometbft_*.py): the CometBFT binary or a
-skip (a failure under PERPCHAIN_REQUIRE_COMETBFT=1, which .ci/run sets), ports of the xdist
+skip (a failure under PERPTEST_REQUIRE_COMETBFT=1, which .ci/run sets), ports of the xdist
 worker, and reads of each validator's own application."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from node.testnet import (
     find_ports,
 )
 
-REQUIRE_ENV = "PERPCHAIN_REQUIRE_COMETBFT"
+REQUIRE_ENV = "PERPTEST_REQUIRE_COMETBFT"
 
 
 def engine() -> pathlib.Path:

@@ -10,7 +10,7 @@ from tests.e2e.cometbft import engine, worker_ports
 
 
 def test_testnet_bench_reports_committed_orders_and_block_time(tmp_path: pathlib.Path) -> None:
-    engine()  # skip (or fail under PERPCHAIN_REQUIRE_COMETBFT=1) without the engine
+    engine()  # skip (or fail under PERPTEST_REQUIRE_COMETBFT=1) without the engine
     figures = measure(
         tmp_path / "testnet",
         validators=1,

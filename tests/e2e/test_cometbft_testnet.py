@@ -7,7 +7,7 @@ its application) leaves the other three committing, and the restarted validator 
 the same roots; with two of four stopped no block is committed (1/2 of the power < 2/3), and
 the chain resumes when they come back. The bots trade throughout.
 
-Skips without Go (no engine to build) unless PERPCHAIN_REQUIRE_COMETBFT=1 (.ci/run), which
+Skips without Go (no engine to build) unless PERPTEST_REQUIRE_COMETBFT=1 (.ci/run), which
 makes the skip a failure.
 """
 

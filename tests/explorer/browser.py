@@ -1,6 +1,6 @@
 """Headless Chromium for the explorer's browser tests, driven by selenium through Debian's
 `chromium` + `chromium-driver`. Where they are missing the tests skip with a message that says
-what to install, unless PERPCHAIN_REQUIRE_BROWSER=1 (set by .ci/run, which installs them):
+what to install, unless PERPTEST_REQUIRE_BROWSER=1 (set by .ci/run, which installs them):
 then the missing browser is a failure."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-REQUIRE_ENV = "PERPCHAIN_REQUIRE_BROWSER"
+REQUIRE_ENV = "PERPTEST_REQUIRE_BROWSER"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 DRIVERS = ("chromedriver",)
 INSTALL = "apt-get install -y chromium chromium-driver (and pip install -e '.[test]' for selenium)"
