@@ -67,6 +67,7 @@ async def run_abci_node(
     abci_address: str,
     comet_rpc: str | None = None,
     snapshot_interval: int = 0,
+    retain_blocks: int = 0,
     task_status: trio.TaskStatus[AbciBound] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     home = config.home
@@ -124,6 +125,7 @@ async def run_abci_node(
             max_block_txs=config.block_max_txs,
             max_per_account=config.mempool.max_per_account,
             invariant_scan_blocks=config.invariant_scan_blocks,
+            retain_blocks=retain_blocks,
             rpc_call=rpc_call,
             snapshots=SnapshotManager(
                 store, genesis, home / SNAPSHOT_DIR, interval=snapshot_interval

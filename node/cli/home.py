@@ -75,9 +75,14 @@ def cmd_start(args: argparse.Namespace) -> int:
             abci_address=args.abci,
             comet_rpc=args.comet_rpc,
             snapshot_interval=args.snapshot_interval,
+            retain_blocks=args.retain_blocks,
         )
-    elif args.comet_rpc or args.snapshot_interval:
-        raise SystemExit("perpchain start: --comet-rpc and --snapshot-interval need --abci")
+    elif args.comet_rpc or args.snapshot_interval or args.retain_blocks:
+        raise SystemExit(
+            "perpchain start: --comet-rpc, --snapshot-interval and --retain-blocks need --abci"
+        )
+    if args.retain_blocks < 0:
+        raise SystemExit(f"perpchain start: --retain-blocks {args.retain_blocks}: must be >= 0")
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:

@@ -420,6 +420,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --abci: export a state-sync snapshot every BLOCKS heights into "
         "HOME/abci-snapshots, the newest 2 kept (default 0: none)",
     )
+    p.add_argument(
+        "--retain-blocks",
+        type=int,
+        default=0,
+        metavar="BLOCKS",
+        help="with --abci: let CometBFT prune its blocks older than the last BLOCKS heights "
+        "(Commit's retain_height), never above the lowest checkpoint, so a rollback to a "
+        "checkpoint keeps the blocks it replays (default 0: keep all)",
+    )
     p.set_defaults(func=home.cmd_start)
     p = subparser(
         sub,

@@ -316,3 +316,29 @@ async def test_a_failing_handler_answers_an_exception_and_the_server_goes_on(
         info = await client.call("info")
         assert info.last_block_height == 0
         await client.aclose()
+
+
+async def test_commit_retains_the_last_blocks_but_never_above_a_checkpoint(
+    tmp_path: pathlib.Path,
+) -> None:
+    """`perpchain start --abci --retain-blocks N`: Commit's retain_height lets CometBFT prune
+    all but the last N blocks, and stops at the lowest checkpoint (a rollback to it replays)."""
+    doc, _ = genesis_doc(4)
+    async with serving(tmp_path, doc) as (app, address):
+        client = await AbciClient.connect(address)
+        await _started(client, doc)
+        app.retain_blocks = 3
+        retained = []
+        for height in range(1, 7):
+            await client.call("finalize_block", block_fill(height, []))
+            retained.append((await client.call("commit")).retain_height)
+            if height == 2:
+                app.store.checkpoint("pre-maintenance-2")
+        assert retained[:2] == [0, 0] and retained[2:] == [1, 2, 2, 2]
+        app.store.delete_checkpoint("pre-maintenance-2")
+        await client.call("finalize_block", block_fill(7, []))
+        assert (await client.call("commit")).retain_height == 5
+        app.retain_blocks = 0
+        await client.call("finalize_block", block_fill(8, []))
+        assert (await client.call("commit")).retain_height == 0
+        await client.aclose()
