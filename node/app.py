@@ -40,8 +40,9 @@ from node.explorer import build_explorer
 from node.lane import WorkLane
 from node.log import log_event, short_hex
 from node.ops.restore import RestoreRefused, startup_check
+from node.rpc.health import chain_health
 from node.rpc.methods import NodeContext, build_tables
-from node.rpc.server import BoundListeners, HealthReport, ensure_admin_token, serve_node_listeners
+from node.rpc.server import BoundListeners, ensure_admin_token, serve_node_listeners
 from node.store import VersionedStore, blocks_db
 
 logger = logging.getLogger("perpchain.node")
@@ -405,15 +406,7 @@ async def run_node(
             else (None, None)
         )
 
-        def health() -> HealthReport:
-            fields = {"height": str(store.height), "mode": status.mode}
-            if status.mode == "maintenance" and status.maintenance is not None:
-                fields["maintenance_checkpoint"] = status.maintenance.checkpoint
-                fields["maintenance_reason"] = status.maintenance.reason
-            if status.mode == "halted":
-                return HealthReport(ok=False, reason=status.halt_reason, fields=fields)
-            return HealthReport(ok=True, fields=fields)
-
+        health = chain_health(lambda: store.height, status)
         async with trio.open_nursery() as nursery:
             bound = await nursery.start(
                 lambda task_status: serve_node_listeners(

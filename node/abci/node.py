@@ -31,8 +31,9 @@ from node.core.genesis import GenesisError, parse_genesis
 from node.lane import WorkLane
 from node.log import log_event, short_hex
 from node.rpc.errors import ErrorCode, RpcError
+from node.rpc.health import chain_health
 from node.rpc.methods import NodeContext, build_tables
-from node.rpc.server import BoundListeners, HealthReport, serve_node_listeners
+from node.rpc.server import BoundListeners, serve_node_listeners
 from node.store import VersionedStore, blocks_db
 
 logger = logging.getLogger("perpchain.abci")
@@ -132,12 +133,7 @@ async def run_abci_node(
             ),
         )
 
-        def health() -> HealthReport:
-            fields = {"height": str(store.height), "mode": status.mode}
-            if status.mode == "halted":
-                return HealthReport(ok=False, reason=status.halt_reason, fields=fields)
-            return HealthReport(ok=True, fields=fields)
-
+        health = chain_health(lambda: store.height, status)
         async with trio.open_nursery() as nursery:
             bound = await nursery.start(
                 lambda task_status: serve_node_listeners(

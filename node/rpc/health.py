@@ -30,6 +30,23 @@ def always_healthy() -> HealthReport:
     return HealthReport(ok=True)
 
 
+def chain_health(height: Callable[[], int], status: Any) -> HealthCheck:
+    """The health of a node writing or executing a chain: ok with its height and mode (and an
+    open maintenance window's checkpoint and reason), 503 with the reason when halted."""
+
+    def check() -> HealthReport:
+        fields = {"height": str(height()), "mode": status.mode}
+        window = getattr(status, "maintenance", None)
+        if status.mode == "maintenance" and window is not None:
+            fields["maintenance_checkpoint"] = window.checkpoint
+            fields["maintenance_reason"] = window.reason
+        if status.mode == "halted":
+            return HealthReport(ok=False, reason=status.halt_reason, fields=fields)
+        return HealthReport(ok=True, fields=fields)
+
+    return check
+
+
 def health_response(health: HealthCheck) -> tuple[int, dict[str, Any]]:
     """(HTTP status, JSON body) of one health check; a check that raises is a 503."""
     try:
