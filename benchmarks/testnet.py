@@ -33,8 +33,9 @@ import time
 from typing import Any
 
 from node.client import RpcCallError, RpcClient, RpcUnavailable
+from node.cometbft import Ports, Timeouts, find_ports
 from node.devnet import Bots
-from node.testnet import ORACLE_LAG_MS, Ports, Testnet, Timeouts, find_ports, running
+from node.testnet import ORACLE_LAG_MS, Testnet, running
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -10,15 +10,8 @@ from typing import Any
 
 import pytest
 
-from node.testnet import (
-    CometBFTUnavailable,
-    Ports,
-    Testnet,
-    Timeouts,
-    TxSender,
-    cometbft_binary,
-    find_ports,
-)
+from node.cometbft import CometBFTUnavailable, Ports, Timeouts, cometbft_binary, find_ports
+from node.testnet import Testnet, TxSender
 
 REQUIRE_ENV = "PERPTEST_REQUIRE_COMETBFT"
 

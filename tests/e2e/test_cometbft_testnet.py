@@ -19,11 +19,12 @@ import threading
 import time
 
 from node.client import RpcCallError, RpcUnavailable
+from node.cometbft import TestnetError
 from node.core.crypto import SigningKey
 from node.core.records import OrderKind, Side, TimeInForce
 from node.core.txs import CancelAll, OracleUpdate, PlaceOrder, PricePoint
 from node.devnet import Bots
-from node.testnet import ORACLE_LAG_MS, Testnet, TestnetError, running
+from node.testnet import ORACLE_LAG_MS, Testnet, running
 from tests.e2e.cometbft import Sender, equal_roots, heights, make_testnet, wait_committed
 
 ALL = [0, 1, 2, 3]
