@@ -12,7 +12,7 @@ import pytest
 from node.client import RpcCallError
 from node.core import keys
 from node.core.crypto import SigningKey
-from tests.e2e.chain import call, make_chain, running_node
+from tests.e2e.chain import call, make_chain, running_node, wait_for
 
 KEY = keys.account(SigningKey.from_label("devnet/trader/0").public_key).hex()
 # (method, the other params, the integer param, a value it takes)
@@ -40,6 +40,10 @@ async def test_every_integer_param_takes_a_json_number_and_a_decimal_string(
     home: pathlib.Path,
 ) -> None:
     async with running_node(home, block_interval_ms=60_000) as (url, _):
+        # The chain's head is old, so the node produces one block at once, then none for a
+        # minute: wait for it, or a block between the two calls changes the answers (CI saw
+        # chain_getRawBlocks' head move).
+        await wait_for(url, lambda status: int(status["height"]) >= 4, timeout_s=20)
         for method, others, name, value in CASES:
             as_number = await call(url, method, **others, **{name: value})
             as_string = await call(url, method, **others, **{name: str(value)})
