@@ -1,8 +1,14 @@
-"""Root recomputation on two cores, for `verify()` of a large state. Imports node.core.merkle.
+"""The state's hashing on two cores: `state_root` (verify) and `flat_tree` (the rebuild of an
+open after an unclean shutdown, a repair, an import), and the regrow of a doubled tree.
+Imports node.core.merkle and node.store.flattree.
 
-The parent hashes the keys and splits them by the first bit of the key hash; a worker process
-computes the right subtree while the parent computes the left; the root is the node over the
-two (with the single-leaf and empty-side rules of node.core.merkle).
+Both stream the pairs in chunks of CHUNK_PAIRS: the worker hashes every other chunk while the
+parent hashes the next (one chunk in flight), so memory holds 64 bytes a key and a chunk of
+pairs, never the state as a list of pairs. `state_root` then sorts the (key hash, leaf hash)
+records and the two halves of the key-hash space are hashed one by each process; `flat_tree`
+sorts the (key hash, value hash) records, cuts them into the tree's buckets, and each process
+hashes half of the buckets. The root is the node over the halves (with the single-leaf and
+empty-side rules of node.core.merkle).
 
 The worker is one process of a pool started with the *spawn* method (issue 20 §6): the node
 calls this from a running, threaded program, and a `fork()` there copies locks that other
@@ -12,15 +18,16 @@ is started on first use (or by `start_pool()`) and kept for later calls; its wor
 the process that started it is gone (a node killed with SIGKILL never shuts its pool down).
 
 The worker is an optimisation only. Its answer is awaited for at most `timeout_s` after the
-parent's own half is done (default: twice the parent's time, at least WAIT_MIN_S); on a
-timeout, a dead worker or a pool that cannot start, the pool is terminated (the next call
-starts a new one) and the parent computes the right half itself: the same root, later.
+parent's own part is done (default: twice the parent's time, at least WAIT_MIN_S); on a
+timeout, a dead worker, a wrong answer or a pool that cannot start, the pool is terminated
+(the next call starts a new one) and the parent does that part itself: the same root, later.
 """
 
 from __future__ import annotations
 
 import atexit
 import hashlib
+import itertools
 import logging
 import multiprocessing
 import multiprocessing.pool
@@ -28,7 +35,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterable
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from node.core import merkle
@@ -44,22 +52,25 @@ _pool: multiprocessing.pool.Pool | None = None
 _pool_lock = threading.Lock()
 
 
-def _leaves(pairs: list[tuple[bytes, bytes]]) -> tuple[list[bytes], list[bytes]]:
-    """(key hashes, leaf hashes) of pairs, in their order: two thirds of the hashing."""
+CHUNK_PAIRS = 50_000  # pairs per chunk of the first round
+
+
+def _leaves(pairs: list[tuple[bytes, bytes]]) -> list[bytes]:
+    """The 64-byte records key hash || leaf hash of pairs: two thirds of the hashing."""
     sha, kd, vd, ld = hashlib.sha256, merkle.KEY_DOMAIN, merkle.VALUE_DOMAIN, merkle.LEAF_DOMAIN
-    khs = [sha(kd + key).digest() for key, _ in pairs]
-    leaves = [
-        sha(ld + kh + sha(vd + value).digest()).digest()
-        for kh, (_, value) in zip(khs, pairs, strict=True)
-    ]
-    return khs, leaves
+    out = []
+    for key, value in pairs:
+        kh = sha(kd + key).digest()
+        out.append(kh + sha(ld + kh + sha(vd + value).digest()).digest())
+    return out
 
 
-def _half_root(khs: list[bytes], leaves: list[bytes]) -> tuple[bytes, int]:
-    """(subtree hash at depth 1, leaf count) of one half: the other third of the hashing."""
-    order = sorted(range(len(khs)), key=khs.__getitem__)
-    ints = [int.from_bytes(khs[i], "big") for i in order]
-    return merkle.subtree_root(ints, [leaves[i] for i in order], 1), len(khs)
+def _half_root(records: list[bytes]) -> tuple[bytes, int]:
+    """(subtree hash at depth 1, leaf count) of one half of sorted leaf records: the other
+    third of the hashing."""
+    ints = [int.from_bytes(record[:32], "big") for record in records]
+    leaves = [record[32:] for record in records]
+    return merkle.subtree_root(ints, leaves, 1), len(records)
 
 
 # What the worker runs; module attributes so a test can substitute a slow or failing one.
@@ -142,54 +153,76 @@ def _await(pending: Any, started: float, timeout_s: float | None, keys: int) -> 
     return None
 
 
+def _head(pairs: Iterable[tuple[bytes, bytes]], count: int) -> tuple[list[Any], Iterator[Any]]:
+    """The first `count` pairs as a list, and the iterator of the rest."""
+    rest = iter(pairs)
+    return list(itertools.islice(rest, count)), rest
+
+
+def _mapped(
+    function: Any, worker: Any, pairs: Iterator[tuple[bytes, bytes]], timeout_s: float | None
+) -> list[bytes]:
+    """function(chunk) over the chunks of `pairs`, every other chunk in the worker (one in
+    flight), the result lists concatenated in some order."""
+    out: list[bytes] = []
+    pending: Any = None
+    sent: list[tuple[bytes, bytes]] = []
+    use_worker = (os.cpu_count() or 1) >= 2
+    while chunk := list(itertools.islice(pairs, CHUNK_PAIRS)):
+        if use_worker and pending is None:
+            pending, sent = _submit(worker, chunk), chunk
+            if pending is not None:
+                continue
+            use_worker = False
+        started = time.monotonic()
+        out += function(chunk)
+        if pending is not None:
+            answer = _await(pending, started, timeout_s, len(sent))
+            if type(answer) is not list or len(answer) != len(sent):
+                answer, use_worker = function(sent), False
+            out += answer
+            pending, sent = None, []
+    if pending is not None:
+        answer = _await(pending, time.monotonic(), timeout_s, len(sent))
+        if type(answer) is not list or len(answer) != len(sent):
+            answer = function(sent)
+        out += answer
+    return out
+
+
 def state_root(
-    pairs: list[tuple[bytes, bytes]],
+    pairs: Iterable[tuple[bytes, bytes]],
     *,
     min_keys: int = PARALLEL_MIN_KEYS,
     timeout_s: float | None = None,
 ) -> bytes:
-    """The Merkle root of `pairs` (unique keys), on two processes when it pays. `timeout_s`:
-    how long to wait for the worker after the parent's part is done (None: the default rule
-    of the module docstring); past it the parent computes that part itself.
-
-    Two rounds, each split evenly: the leaves of each half of the pairs (key, value and leaf
-    hashes), then the subtree of each half of the key-hash space (the internal nodes)."""
-    if len(pairs) < min_keys or (os.cpu_count() or 1) < 2:
-        return merkle.reference_root(pairs)
-    middle = len(pairs) // 2
+    """The Merkle root of `pairs` (unique keys, any order; a list or a stream), on two
+    processes when it pays (module docstring). `timeout_s`: how long to wait for the worker
+    after the parent's part is done (None: the default rule); past it the parent does it."""
+    head, rest = _head(pairs, max(min_keys, 1))
+    if len(head) < min_keys or (os.cpu_count() or 1) < 2:
+        return merkle.reference_root(head)
+    records = _mapped(_leaves, _worker_leaves, itertools.chain(head, rest), timeout_s)
+    del head
+    records.sort()
+    for position in range(1, len(records)):
+        if records[position][:32] == records[position - 1][:32]:
+            raise ValueError("two pairs with one key")
+    middle = bisect_left(records, b"\x80")
+    right_records = records[middle:]
     started = time.monotonic()
-    pending = _submit(_worker_leaves, pairs[middle:])
-    khs, leaves = _leaves(pairs[:middle])
-    answer = _await(pending, started, timeout_s, len(pairs))
-    if (
-        type(answer) is not tuple
-        or len(answer) != 2
-        or len(answer[0]) != len(pairs) - middle
-        or len(answer[1]) != len(pairs) - middle
-    ):
-        answer = _leaves(pairs[middle:])
-    khs += answer[0]
-    leaves += answer[1]
-    sides: tuple[tuple[list[bytes], list[bytes]], tuple[list[bytes], list[bytes]]] = (
-        ([], []),
-        ([], []),
-    )
-    for kh, leaf in zip(khs, leaves, strict=True):
-        side = sides[kh[0] >> 7]
-        side[0].append(kh)
-        side[1].append(leaf)
-    started = time.monotonic()
-    pending = _submit(_worker_half, *sides[1])
-    left = _half_root(*sides[0])
-    right = _await(pending, started, timeout_s, len(pairs))
+    pending = _submit(_worker_half, right_records)
+    left = _half_root(records[:middle])
+    del records
+    right = _await(pending, started, timeout_s, len(right_records))
     if not (
         type(right) is tuple
         and len(right) == 2
         and isinstance(right[0], bytes)
         and len(right[0]) == 32
-        and right[1] == len(sides[1][0])
+        and right[1] == len(right_records)
     ):
-        right = _half_root(*sides[1])
+        right = _half_root(right_records)
     return _combine(left, right)
 
 
@@ -210,22 +243,15 @@ def flat_tree(
     min_keys: int = PARALLEL_MIN_KEYS,
     timeout_s: float | None = None,
 ) -> FlatTree:
-    """The tree of the state `pairs` (unique keys, any order): the rebuild of an open after an
-    unclean shutdown, a repair, an import. Two rounds split evenly over two processes, as
-    state_root: the records of each half of the pairs, then the hashes of each half of the
-    buckets; the parent sorts, cuts and hashes the top."""
-    items = pairs if isinstance(pairs, list) else list(pairs)
-    if len(items) < min_keys or (os.cpu_count() or 1) < 2:
-        return FlatTree.from_sorted_records(sorted(_records(items)), len(items))
-    middle = len(items) // 2
-    started = time.monotonic()
-    pending = _submit(_worker_records, items[middle:])
-    records = _records(items[:middle])
-    answer = _await(pending, started, timeout_s, len(items))
-    if type(answer) is not list or len(answer) != len(items) - middle:
-        answer = _records(items[middle:])
-    records += answer
-    del items, answer
+    """The tree of the state `pairs` (unique keys, any order; a list or a stream), hashed on
+    two processes when it pays (module docstring)."""
+    head, rest = _head(pairs, max(min_keys, 1))
+    if len(head) < min_keys or (os.cpu_count() or 1) < 2:
+        records = _records(head)
+        records.sort()
+        return FlatTree.from_sorted_records(records, len(records))
+    records = _mapped(_records, _worker_records, itertools.chain(head, rest), timeout_s)
+    del head
     records.sort()
     count = len(records)
     depth = depth_for(count)

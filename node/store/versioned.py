@@ -1011,7 +1011,7 @@ class VersionedStore:
         self._move_tree(delta)
         flat_root = None
         if check_flat and self._tree.root() == expected:
-            flat_root = parallel.state_root(list(self._iter_flat(b"")))
+            flat_root = parallel.state_root(self._iter_flat(b""))
         if self._tree.root() != expected or flat_root not in (None, expected):
             # The flat rows were written around the store (the diffs' old values are what the
             # flat table held): restore them from the versioned history, which the recorded
@@ -1316,7 +1316,7 @@ class VersionedStore:
     def verify(self) -> None:
         """Recompute the head root from the flat state; StoreCorrupted on any mismatch."""
         self._check_open()
-        computed = parallel.state_root(list(self._iter_flat(b"")))
+        computed = parallel.state_root(self._iter_flat(b""))
         recorded = self._recorded_root(self._height) if self._height >= 0 else None
         for what, root in (
             ("head root in memory", self._root),

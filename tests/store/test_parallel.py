@@ -25,18 +25,18 @@ def test_large_state_takes_the_parallel_path() -> None:
     assert parallel.state_root(items) == merkle.reference_root(items)
 
 
-def _hung_half(khs: list[bytes], values: list[bytes]) -> tuple[bytes, int]:
+def _hung_half(records: list[bytes]) -> tuple[bytes, int]:
     """A worker that never answers (runs in the spawned worker process)."""
     time.sleep(600)
     raise AssertionError("unreachable")
 
 
-def _failing_half(khs: list[bytes], values: list[bytes]) -> tuple[bytes, int]:
+def _failing_half(records: list[bytes]) -> tuple[bytes, int]:
     raise RuntimeError("worker failed")
 
 
-def _wrong_half(khs: list[bytes], values: list[bytes]) -> tuple[bytes, int]:
-    return b"\x00" * 32, len(khs) + 1
+def _wrong_half(records: list[bytes]) -> tuple[bytes, int]:
+    return b"\x00" * 32, len(records) + 1
 
 
 def test_a_hung_worker_times_out_and_the_parent_computes_its_half(
@@ -88,3 +88,30 @@ def test_the_two_process_rebuild_is_the_tree_of_the_pairs() -> None:
     one = FlatTree.from_pairs(items)
     assert tree.root() == one.root() == merkle.reference_root(items) and tree.count == 3_000
     assert tree.prove(b"key00042") == one.prove(b"key00042")
+
+
+def _hung_leaves(pairs: list[tuple[bytes, bytes]]) -> list[bytes]:
+    time.sleep(600)
+    raise AssertionError("unreachable")
+
+
+def test_a_stream_in_chunks_and_a_hung_first_round_still_give_the_root(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pairs come as a stream (a LevelDB iterator in the store), hashed a chunk at a time,
+    every other chunk by the worker; a worker hung in that round is waited for at most the
+    timeout, and the parent hashes its chunk."""
+    from node.store.flattree import FlatTree
+
+    monkeypatch.setattr(parallel, "CHUNK_PAIRS", 500)
+    items = [(b"key%05d" % i, b"v%d" % (i % 7)) for i in range(3_100)]
+    assert parallel.state_root(iter(items), min_keys=0) == merkle.reference_root(items)
+    assert parallel.flat_tree(iter(items), min_keys=0).root() == FlatTree.from_pairs(items).root()
+    monkeypatch.setattr(parallel, "_worker_leaves", _hung_leaves)
+    started = time.monotonic()
+    assert parallel.state_root(iter(items), min_keys=0, timeout_s=1.0) == merkle.reference_root(
+        items
+    )
+    assert 1.0 <= time.monotonic() - started < 30  # waited out, then done by the parent
+    with pytest.raises(ValueError, match="one key"):
+        parallel.state_root(iter(items + items[:1]), min_keys=0)
