@@ -83,7 +83,7 @@ from node.store import VersionedStore, blocks_db
 logger = logging.getLogger("perpchain.abci")
 
 APP_VERSION = 1
-ABCI_RECORD = "abci"  # per height: msgpack [CometBFT block hash, proposer address]
+ABCI_RECORD = blocks_db.ABCI  # per height: msgpack [CometBFT block hash, proposer address]
 CODESPACE = "perp"
 # CheckTx code of a signer whose share of the mempool is full: the JSON-RPC MEMPOOL_FULL code
 # (node/rpc/errors.py), outside the Reject codes, which a block's receipts use.

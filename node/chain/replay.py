@@ -44,11 +44,26 @@ class InvalidBlock(Exception):
         self.details = list(details)
 
 
-def check_header(genesis: Genesis, parent: BlockHeader | None, block: Block) -> None:
-    """Everything about a block that can be checked without executing it."""
+CONSENSUS_PROPOSER_BYTES = 20  # a CometBFT validator address (never a 32-byte Ed25519 key)
+
+
+def check_header(
+    genesis: Genesis, parent: BlockHeader | None, block: Block, *, consensus: bool = False
+) -> None:
+    """Everything about a block that can be checked without executing it. `consensus`: a
+    block committed under CometBFT (node/abci), final by the validators' commit: its header
+    is unsigned and names the proposer's address (that commit is CometBFT's to check; a
+    replay checks that the state follows from the blocks)."""
     header = block.header
     height = header.height
-    if not verify_header_signature(header, genesis.producer_key):
+    if consensus:
+        if header.signature or len(header.producer) != CONSENSUS_PROPOSER_BYTES:
+            raise InvalidBlock(
+                height,
+                f"block {height} is not a consensus block: a signed header or a producer of "
+                f"{len(header.producer)} bytes",
+            )
+    elif not verify_header_signature(header, genesis.producer_key):
         raise InvalidBlock(
             height,
             f"bad producer signature at height {height}: not signed by the genesis producer "
@@ -99,11 +114,17 @@ class Executed:
 
 
 def execute_block(
-    store: VersionedStore, genesis: Genesis, parent: BlockHeader | None, block: Block
+    store: VersionedStore,
+    genesis: Genesis,
+    parent: BlockHeader | None,
+    block: Block,
+    *,
+    consensus: bool = False,
 ) -> Executed:
     """Check `block` against `parent` (the store's head) and re-execute it. Only reads the
-    store, so it may run in a worker thread while the event loop serves reads."""
-    check_header(genesis, parent, block)
+    store, so it may run in a worker thread while the event loop serves reads. `consensus`:
+    see check_header."""
+    check_header(genesis, parent, block, consensus=consensus)
     header = block.header
     height = header.height
     if parent is None:

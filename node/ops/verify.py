@@ -140,6 +140,9 @@ def verify_chain(
                 return report
             parent = parent_block.header
             total = store.height - start
+            # A chain committed under CometBFT (node/abci) has unsigned headers, final by the
+            # validators' commit: the replay checks that the state follows from the blocks.
+            consensus = store.height > start and blocks_db.is_consensus_chain(store, start + 1)
             for height in range(start + 1, store.height + 1):
                 block = blocks_db.get_block(store, height)
                 if block is None:
@@ -147,7 +150,9 @@ def verify_chain(
                     report.reason = f"no block record at height {height}"
                     break
                 try:
-                    executed = execute_block(scratch, genesis, parent, block)
+                    if consensus and not blocks_db.is_consensus_chain(store, height):
+                        raise InvalidBlock(height, f"block {height} has no consensus record")
+                    executed = execute_block(scratch, genesis, parent, block, consensus=consensus)
                     commit_executed(
                         scratch,
                         executed,

@@ -31,6 +31,9 @@ from node.store.versioned import VersionedStore
 
 BLOCK = "block"
 RECEIPTS = "receipts"
+# Under CometBFT (node/abci): msgpack [CometBFT block hash, proposer address] per height; its
+# presence marks a chain whose headers are final by the validators' commit, not our signature.
+ABCI = "abci"
 _TX = b"t"
 _HASH = b"h"
 _NOTICE = b"n"
@@ -91,3 +94,8 @@ def get_notice(store: VersionedStore, fork_id: int) -> RollbackNotice | None:
 def notices(store: VersionedStore) -> list[RollbackNotice]:
     """Every rollback notice this node holds (its own rollbacks, or its source's), by fork id."""
     return [decode_notice(raw) for _, raw in store.index_scan(_NOTICE)]
+
+
+def is_consensus_chain(store: VersionedStore, height: int) -> bool:
+    """Whether the block at `height` was committed under CometBFT (it has an `abci` record)."""
+    return store.record(height, ABCI) is not None
