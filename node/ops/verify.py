@@ -124,7 +124,7 @@ def verify_chain(
         report.reason = f"no block record at the starting height {start}"
         return report
     with tempfile.TemporaryDirectory(prefix="perpchain-verify-") as scratch_dir:
-        with VersionedStore.open(scratch_dir, verify_on_open=False) as scratch:
+        with VersionedStore.open(scratch_dir, verify_on_open=False, seal_on_close=False) as scratch:
             try:
                 scratch.import_state(
                     store.history_state(start),

@@ -187,8 +187,10 @@ class VersionedStore:
         *,
         verify_on_open: bool = True,
         rehash_on_open: bool = False,
+        seal_on_close: bool = True,
     ) -> None:
         self._db = backend
+        self._seal_on_close = seal_on_close  # False: a scratch store, deleted after its close
         # Every read goes to `_reads`: the backend, or while a commit's batch is written in a
         # worker thread (commit_staged_steps), a snapshot of the version before it, so a
         # reader never sees rows of a version the head has not moved to.
@@ -233,6 +235,8 @@ class VersionedStore:
 
     def _close_seal(self) -> Iterable[bytes] | None:
         self._check_position()
+        if not self._seal_on_close:
+            return None
         if self._height < 0 or self.written_around or self._tree.root() != self._root:
             return None  # nothing to save, damage to find, or a tree not the head's
         return itertools.chain((schema.u64(self._height) + self._root,), self._tree.iter_bytes())

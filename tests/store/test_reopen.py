@@ -159,3 +159,14 @@ def test_a_check_can_ask_for_the_rehash(tmp_path: pathlib.Path) -> None:
         _fill(store)
     with VersionedStore.open(path, rehash_on_open=True) as store:
         assert store.open_check == "rehashed"
+
+
+def test_a_scratch_store_writes_no_seal(tmp_path: pathlib.Path) -> None:
+    """`perpchain verify` replays into a scratch store it deletes after: its close writes no
+    seal (up to ~1 GiB at 10 M keys)."""
+    path = tmp_path / "db"
+    with VersionedStore.open(path, seal_on_close=False) as store:
+        _fill(store, blocks=2)
+    assert not (path / SEAL_FILE).exists()
+    with VersionedStore.open(path) as store:
+        assert store.open_check == "rehashed"
