@@ -203,6 +203,7 @@ class VersionedStore:
         self.open_check = "new"  # how open obtained the tree: "seal", "rehashed", "mismatch"
         self._position: Any = None
         self.written_around = False  # see _check_position
+        self._in_flight = False  # a commit's batch write is under way (_write_steps)
         try:
             self._open(verify_on_open, rehash_on_open)
         except BaseException:
@@ -234,6 +235,13 @@ class VersionedStore:
             self._db.close(seal)
 
     def _close_seal(self) -> Iterable[bytes] | None:
+        if self._in_flight:
+            # A commit's batch went to a worker thread and its step never came back (a
+            # shutdown cancelled the driver): the database may hold a head the tree does not.
+            logger.info(
+                "store.closed_mid_commit height=%d: no seal, the next open rehashes", self._height
+            )
+            return None
         self._check_position()
         if not self._seal_on_close:
             return None
@@ -244,7 +252,10 @@ class VersionedStore:
     def _check_position(self) -> None:
         """Has anything but this store written to its database since the store's last write?
         Then the seal is void for good: the next open rehashes the state (and finds the rows
-        if they are damage), however many commits follow."""
+        if they are damage), however many commits follow. (A write of ours whose step never
+        came back, a commit abandoned by a shutdown, is not that: see _close_seal.)"""
+        if self._in_flight:
+            return
         if not self.written_around and self._db.write_position() != self._position:
             self.written_around = True
             logger.error(
@@ -262,7 +273,9 @@ class VersionedStore:
 
     def _write_steps(self, ops: list[Op]) -> Steps[None]:
         self._check_position()
+        self._in_flight = True  # until the step that wrote comes back (it may not: cancelled)
         yield from self._db.write_steps(ops, sync=True)
+        self._in_flight = False
         self._position = self._db.write_position()
 
     # ------------------------------------------------------------------ open and recovery

@@ -13,7 +13,14 @@ from node.app import NodeError, run_node
 from node.client import RpcClient
 from node.ops import faults
 from node.store import VersionedStore, blocks_db
-from tests.e2e.chain import call, damaged_chain, make_chain, node_config, running_node
+from tests.e2e.chain import (
+    call,
+    damaged_chain,
+    make_chain,
+    node_config,
+    running_node,
+    wait_for,
+)
 
 
 def _damaged_chain(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pathlib.Path:
@@ -141,8 +148,10 @@ async def test_a_clean_stop_reopens_from_the_seal_and_a_migration_around_it_is_s
     refuses to produce with the command that repairs it."""
     home = tmp_path / "home"
     make_chain(home, 12, block_ms=20_000, oracle=True)
-    async with running_node(home, block_interval_ms=50) as (url, _):
-        status = await call(url, "node_status")
+    async with running_node(home, block_interval_ms=60_000) as (url, _):
+        # Its catch-up block (the head is old), then none for a minute: the stop below falls
+        # between blocks, as an operator's does (a stop during a commit saves no seal).
+        status = await wait_for(url, lambda status: int(status["height"]) >= 13, timeout_s=20)
         assert status["mode"] == "producing"
     with VersionedStore.open(home / "data") as store:
         assert store.open_check == "seal"  # the node's clean stop saved its tree

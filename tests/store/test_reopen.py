@@ -170,3 +170,29 @@ def test_a_scratch_store_writes_no_seal(tmp_path: pathlib.Path) -> None:
     assert not (path / SEAL_FILE).exists()
     with VersionedStore.open(path) as store:
         assert store.open_check == "rehashed"
+
+
+def test_a_commit_abandoned_after_its_write_leaves_no_seal_and_no_alarm(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A shutdown can cancel the producer while a commit's batch is written in a worker
+    thread: the write lands, the step never comes back. The close then saves no seal (the
+    database holds a head the tree does not) and raises no write-around alarm; the next open
+    rehashes and has the committed height."""
+    from node.core.steps import Offload
+
+    path = tmp_path / "db"
+    store = VersionedStore.open(path)
+    _fill(store, blocks=2)
+    steps = store.commit_staged_steps(store.stage({b"late": b"block"}))
+    item = next(steps)
+    while not isinstance(item, Offload):
+        item = steps.send(None)
+    item.work()  # the batch is written ...
+    steps.close()  # ... and the driver is gone
+    assert store.height == 1
+    store.close()
+    assert not store.written_around and not (path / SEAL_FILE).exists()
+    with VersionedStore.open(path) as store:
+        assert store.open_check == "rehashed" and store.height == 2
+        assert store.get(b"late") == b"block"
