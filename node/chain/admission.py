@@ -20,9 +20,6 @@ import concurrent.futures
 import logging
 import multiprocessing
 import os
-import signal
-import threading
-import time
 from collections.abc import Sequence
 from concurrent.futures.process import BrokenProcessPool
 
@@ -31,10 +28,10 @@ import trio
 from node.core.errors import NotCanonical, OutOfRange, Reject, TxRejected
 from node.core.txs import SignedTx, decode_tx, validate_tx
 from node.log import log_event
+from node.store.parallel import die_with_parent
 
 logger = logging.getLogger("perpchain.admission")
 
-PARENT_POLL_S = 0.5  # how often a worker checks that its node is still alive
 
 # What a worker returns per tx: the decoded tx, or the reject (code, message) of check_tx.
 Checked = SignedTx | tuple[int, str]
@@ -68,23 +65,6 @@ def _ready() -> bool:
     return True
 
 
-def _die_with_parent(parent: int) -> None:
-    """Worker initializer: exit as soon as the node that spawned this worker (pid `parent`,
-    taken by the node: it may be dead before this runs) is gone. A node killed with SIGKILL
-    never shuts its pool down, and the worker would wait on its queue for ever (the kill -9
-    tests left 120 of them); the parent's pid changes when it dies. It also ignores SIGINT:
-    a Ctrl-C in a terminal reaches the whole process group, and the node, not its worker,
-    decides how to stop (the worker used to print a KeyboardInterrupt traceback)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(PARENT_POLL_S)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="admission-parent-watch", daemon=True).start()
-
-
 class CheckPool:
     """`workers` processes (spawned: nothing of the node's threads or sockets is inherited)
     that run check_batch."""
@@ -96,7 +76,7 @@ class CheckPool:
             concurrent.futures.ProcessPoolExecutor(
                 max_workers=workers,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_die_with_parent,
+                initializer=die_with_parent,
                 initargs=(os.getpid(),),
             )
         )

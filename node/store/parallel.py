@@ -87,10 +87,14 @@ def _combine(left: tuple[bytes, int], right: tuple[bytes, int]) -> bytes:
     return merkle.node_hash(left_hash, right_hash)
 
 
-def _die_with_parent(parent: int) -> None:
-    """Worker initializer: exit once the process that started the pool (pid `parent`) is gone;
-    its pid is our parent's until then. SIGINT (a terminal's Ctrl-C reaches the whole process
-    group) is the parent's to handle: ignored here, so no KeyboardInterrupt traceback."""
+def die_with_parent(parent: int) -> None:
+    """Worker initializer (this pool's and node.chain.admission's): exit as soon as the
+    process that spawned the worker (pid `parent`, taken by the parent: it may be dead before
+    this runs) is gone. A node killed with SIGKILL never shuts its pools down, and a worker
+    would wait on its queue for ever (the kill -9 tests once left 120 of them); the parent's
+    pid changes when it dies. SIGINT is ignored: a Ctrl-C in a terminal reaches the whole
+    process group, and the parent, not its worker, decides how to stop (no KeyboardInterrupt
+    traceback from the worker)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
@@ -98,7 +102,7 @@ def _die_with_parent(parent: int) -> None:
             time.sleep(PARENT_POLL_S)
         os._exit(0)
 
-    threading.Thread(target=watch, name="parallel-parent-watch", daemon=True).start()
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def start_pool() -> multiprocessing.pool.Pool:
@@ -107,7 +111,7 @@ def start_pool() -> multiprocessing.pool.Pool:
     with _pool_lock:
         if _pool is None:
             _pool = multiprocessing.get_context("spawn").Pool(
-                1, initializer=_die_with_parent, initargs=(os.getpid(),)
+                1, initializer=die_with_parent, initargs=(os.getpid(),)
             )
         return _pool
 
