@@ -43,3 +43,16 @@ async def test_verify_replays_a_consensus_chain_and_finds_a_bad_block(
         store._write([(schema.record_key(3, blocks_db.BLOCK.encode()), _seal(forged))])
         report = verify_chain(store, genesis, from_height=0)
         assert not report.ok and report.first_invalid == 3, report.text()
+        # A header dressed as a sequencer's (a 32-byte producer and a signature) inside a
+        # consensus chain is refused by name; removing the consensus record of a block does
+        # not let it pass either (then it is a sequencer's block without its signature).
+        block = blocks_db.get_block(store, 2)
+        assert block is not None
+        header = dataclasses.replace(block.header, producer=bytes(32), signature=bytes(64))
+        dressed = codec.encode(Block(header=header, txs=block.txs))
+        store._write([(schema.record_key(2, blocks_db.BLOCK.encode()), _seal(dressed))])
+        report = verify_chain(store, genesis, from_height=0)
+        assert report.first_invalid == 2 and "not a consensus block" in report.reason
+        store._write([(schema.record_key(1, blocks_db.ABCI.encode()), None)])
+        report = verify_chain(store, genesis, from_height=0)
+        assert report.first_invalid == 1 and "bad producer signature" in report.reason
