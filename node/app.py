@@ -40,9 +40,10 @@ from node.explorer import build_explorer
 from node.lane import WorkLane
 from node.log import log_event, short_hex
 from node.ops.restore import RestoreRefused, startup_check
+from node.rpc.admin_token import ensure_admin_token
 from node.rpc.health import chain_health
 from node.rpc.methods import NodeContext, build_tables
-from node.rpc.server import BoundListeners, ensure_admin_token, serve_node_listeners
+from node.rpc.server import BoundListeners, serve_node_listeners
 from node.store import VersionedStore, blocks_db
 
 logger = logging.getLogger("perpchain.node")

@@ -1,7 +1,7 @@
 """Prometheus metrics of a running node, one `Metrics` object per node, in its own registry.
 
 Lives in node/chain because the producer and mempool update most of it and chain may not
-import node.rpc; node/rpc/server.py serves it at 127.0.0.1:9560/metrics. Imports
+import node.rpc; node/rpc/metrics_app.py serves it at 127.0.0.1:9560/metrics. Imports
 prometheus_client and the stdlib only. Durations are exported in seconds (Prometheus
 convention); the `observe_*` helpers take the milliseconds the runtime measures.
 """

@@ -1,5 +1,5 @@
 """What `GET /health` says (public and metrics listeners): the node's report and its JSON body.
-Imports the stdlib and node.log; node.rpc.server serves it (and re-exports these names)."""
+Imports the stdlib and node.log; node.rpc.http_app and node.rpc.metrics_app serve it."""
 
 from __future__ import annotations
 

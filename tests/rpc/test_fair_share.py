@@ -25,7 +25,8 @@ from wsproto.events import AcceptConnection, Request
 
 from node.chain.broadcast import Broadcaster
 from node.core.crypto import SigningKey
-from node.rpc.server import ClientLimits, RpcApp
+from node.rpc.clients import ClientLimits
+from node.rpc.http_app import RpcApp
 from tests.e2e.chain import OrderFlow, make_chain, running_node
 from tests.rpc.client import WsClient, WsClosed, http_request
 

@@ -17,17 +17,12 @@ import trio
 from node.chain.broadcast import Broadcaster
 from node.chain.metrics import Metrics
 from node.config import ListenAddr, NodeConfig
+from node.rpc.admin_token import AdminTokenError, ensure_admin_token, load_admin_token
+from node.rpc.health import HealthReport
+from node.rpc.http_app import RpcApp
 from node.rpc.jsonrpc import ErrorCode, Limits, MethodTable
-from node.rpc.server import (
-    AdminTokenError,
-    BoundListeners,
-    HealthReport,
-    RpcApp,
-    ensure_admin_token,
-    load_admin_token,
-    serve_asgi,
-    serve_node_listeners,
-)
+from node.rpc.listener import serve_asgi
+from node.rpc.server import BoundListeners, serve_node_listeners
 from tests.rpc.client import WsClient, WsClosed, http_request, read_response, rpc_post
 
 LOOPBACK = ListenAddr("127.0.0.1", 0)
