@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from node.cometbft import TestnetError, Timeouts, find_ports
+from node.cometbft import ROOT, TestnetError, Timeouts, find_ports
 from node.core.crypto import SigningKey
 from node.core.records import MarketMode, OrderKind, Side, TimeInForce
 from node.core.txs import (
@@ -43,7 +43,7 @@ from node.core.txs import (
     SetMarketMode,
     SetMarketParams,
 )
-from node.testnet import ORACLE_LAG_MS, ROOT, Testnet, TxSender, running, started
+from node.testnet import ORACLE_LAG_MS, Testnet, TxSender, running, started
 
 UNIT = 10**8
 USD = 10**6

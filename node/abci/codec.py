@@ -76,7 +76,7 @@ class FrameBuffer:
         self._start = 0
         self.max_frame_bytes = max_frame_bytes
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         if self._start and self._start >= len(self._data) // 2:
             del self._data[: self._start]
             self._start = 0

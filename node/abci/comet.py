@@ -53,11 +53,11 @@ class CometRpc:
         except ValueError:
             raise RemoteUnavailable(f"CometBFT RPC {self.url}: not JSON") from None
         if answer.get("error"):
-            error = answer["error"]
+            failure = answer["error"]
             raise RemoteCallError(
-                int(error.get("code", -32603)),
-                str(error.get("message", "")),
-                error.get("data"),
+                int(failure.get("code", -32603)),
+                str(failure.get("message", "")),
+                failure.get("data"),
             )
         return answer.get("result")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import sys
 import time
 from collections.abc import Callable
@@ -146,7 +147,7 @@ def choose_nonce(info: dict[str, Any], taken: set[int]) -> int:
     base, window = int(info["next_nonce"]), int(info.get("window", "1"))
     used = {int(n) for n in info.get("used", [])} | taken
     upper = range(base + window // 2, base + window)
-    for nonce in [*upper, *range(base, base + window // 2)]:
+    for nonce in itertools.chain(upper, range(base, base + window // 2)):
         if nonce not in used:
             return nonce
     raise CliError(f"every nonce of the window [{base}, {base + window}) is in use; retry later")

@@ -18,18 +18,18 @@ from __future__ import annotations
 from dataclasses import replace
 
 from node.core import codec, keys
-from node.core.records import Market
+from node.core.records import Market, MarketId
 from node.store import VersionedStore, schema
 
 ENV = "PERPCHAIN_FAULT_INJECTION"  # the environment form of testing.fault_injection
 
 
-def zero_funding_indices(store: VersionedStore) -> list[int]:
+def zero_funding_indices(store: VersionedStore) -> list[MarketId]:
     """Zero every market's funding index in the flat rows, around the writer; the market ids."""
     ops: list[tuple[bytes, bytes | None]] = []
-    touched = []
+    touched: list[MarketId] = []
     for key, raw in store.iter_prefix(keys.MARKET):
-        if len(key) != len(keys.market(0)):
+        if len(key) != len(keys.market(MarketId(0))):
             continue
         market = codec.decode_state(raw, Market)
         if market.funding_index_quote == 0:

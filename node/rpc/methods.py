@@ -514,7 +514,7 @@ def build_tables(ctx: NodeContext) -> tuple[MethodTable, MethodTable]:
         """Every rollback of this chain with its operator-signed notice, by fork id; then this
         node's own rollbacks that carry none (made directly on its store)."""
         check_params(params, ())
-        out = [
+        out: list[dict[str, str | None]] = [
             {
                 "fork_id": _s(n.fork_id),
                 "from_height": _s(n.from_height),
