@@ -67,41 +67,46 @@ def root_from_sorted(key_hashes: list[int], leaf_hashes: list[bytes]) -> bytes:
 
 def subtree_root(key_hashes: list[int], leaf_hashes: list[bytes], depth: int) -> bytes:
     """The hash of the subtree at `depth` holding these leaves (sorted, all sharing their
-    first `depth` bits): EMPTY, the lone leaf, or the node padded up to `depth`.
+    first `depth` bits): EMPTY, the lone leaf, or the node padded up to `depth`. ValueError on
+    two equal key hashes.
 
     One pass over the leaves with a stack (no recursion, no search): the split depth of two
     neighbours, the first bit where their key hashes differ, says how many pending left
     subtrees close before the next leaf. A stack entry is (hash, its split depth or KEY_BITS
-    for a leaf, a key under it, the split depth with what follows). tests/core/test_merkle.py
-    checks it against the recursive definition."""
+    for a leaf, a key under it, the split depth with what follows); the bottom entry is a
+    sentinel that never closes. The hot loop of verify and of every block (inlined: no call
+    per node). tests/core/test_merkle.py checks it against the recursive definition."""
     count = len(key_hashes)
     if count == 0:
         return EMPTY
-    stack: list[tuple[bytes, int, int, int]] = []
-    digest, split, key = leaf_hashes[0], KEY_BITS, key_hashes[0]
-    for index in range(1, count):
-        following = key_hashes[index]
-        at = KEY_BITS - (key_hashes[index - 1] ^ following).bit_length()
-        while stack and stack[-1][3] > at:
-            digest, split, key = _close(stack.pop(), digest, split, key)
-        stack.append((digest, split, key, at))
-        digest, split, key = leaf_hashes[index], KEY_BITS, following
-    while stack:
-        digest, split, key = _close(stack.pop(), digest, split, key)
+    sha, domain, bits = _sha256, NODE_DOMAIN, KEY_BITS
+    stack: list[tuple[bytes, int, int, int]] = [(EMPTY, 0, 0, -1)]
+    push, pop = stack.append, stack.pop
+    digest, split, key = leaf_hashes[0], bits, key_hashes[0]
+    previous, following = key, 0
+    for index in range(1, count + 1):
+        if index < count:
+            following = key_hashes[index]
+            at = bits - (previous ^ following).bit_length()
+            if at == bits:
+                raise ValueError("two leaves with one key hash")
+        else:
+            at = -1  # past the last leaf: close everything but the sentinel
+        while stack[-1][3] > at:  # close the pending left subtrees below the next split
+            left, left_split, left_key, joint = pop()
+            below = joint + 1
+            if below < left_split < bits:
+                left = _pad(left, left_split, left_key, below)
+            if below < split < bits:
+                digest = _pad(digest, split, key, below)
+            digest = sha(domain + left + digest).digest()
+            split, key = joint, left_key
+        if at < 0:
+            break
+        push((digest, split, key, at))
+        digest, split, key = leaf_hashes[index], bits, following
+        previous = following
     return _pad(digest, split, key, depth)
-
-
-def _close(
-    pending: tuple[bytes, int, int, int], digest: bytes, split: int, key: int
-) -> tuple[bytes, int, int]:
-    """The node where a pending left subtree meets the subtree after it: (hash, split, key)."""
-    left, left_split, left_key, joint = pending
-    below = joint + 1
-    if below < left_split < KEY_BITS:  # _pad's loop is empty otherwise: skip the call
-        left = _pad(left, left_split, left_key, below)
-    if below < split < KEY_BITS:
-        digest = _pad(digest, split, key, below)
-    return _sha256(NODE_DOMAIN + left + digest).digest(), joint, left_key
 
 
 def _pad(digest: bytes, split: int, key: int, depth: int) -> bytes:

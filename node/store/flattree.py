@@ -341,14 +341,9 @@ class FlatTree:
             old = new_buckets.get(index)
             if old is None:
                 old = buckets[index]
-            if end - position == 1 and len(old) <= RECORD:  # the common case: no merge
+            if end - position == 1:  # the common case: one change, spliced in
                 _, kh, vh = changes[position]
-                if not old:
-                    new = b"" if vh is None else kh + vh
-                elif old[:32] == kh:
-                    new = b"" if vh is None else kh + vh
-                else:
-                    new, _ = _merge(old, changes[position:end])
+                new = _splice(old, kh, vh)
             else:
                 new, _ = _merge(old, changes[position:end])
             position = end
@@ -360,30 +355,34 @@ class FlatTree:
             dirty.append(first + index)
             if len(dirty) % BUCKETS_PER_STEP == 0:
                 yield None
-        # The top, level by level (dirty stays sorted); _join inlined: the hot loop of a block.
+        # The top, level by level (dirty stays sorted, so siblings and a parent's repeats are
+        # neighbours); _join inlined: the hot loop of a block.
         hashes, kinds = self._hashes, self._kinds
-        sha, domain = _sha256, NODE_DOMAIN
+        sha, domain, get = _sha256, NODE_DOMAIN, nodes.get
+        left: bytes | bytearray
+        right: bytes | bytearray
         while dirty and dirty[0] > 1:
             parents: list[int] = []
+            append, parent = parents.append, 0
             for node in dirty:
-                parent = node >> 1
-                if parents and parents[-1] == parent:
+                if node >> 1 == parent:
                     continue
-                parents.append(parent)
-                child = 2 * parent
-                found = nodes.get(child)
-                left: bytes | bytearray
-                right: bytes | bytearray
-                if found is None:
-                    left, left_kind = hashes[child * 32 : child * 32 + 32], kinds[child]
+                parent = node >> 1
+                append(parent)
+                child = node & -2
+                found = get(child)
+                if found is None:  # only the right child changed
+                    at = child << 5
+                    left, left_kind = hashes[at : at + 32], kinds[child]
+                    right, right_kind = nodes[child + 1]
                 else:
                     left, left_kind = found
-                found = nodes.get(child + 1)
-                if found is None:
-                    right = hashes[child * 32 + 32 : child * 32 + 64]
-                    right_kind = kinds[child + 1]
-                else:
-                    right, right_kind = found
+                    found = get(child + 1)
+                    if found is None:
+                        at = child << 5
+                        right, right_kind = hashes[at + 32 : at + 64], kinds[child + 1]
+                    else:
+                        right, right_kind = found
                 if left_kind and right_kind:
                     nodes[parent] = (sha(domain + left + right).digest(), 2)
                 else:
@@ -395,12 +394,14 @@ class FlatTree:
         """Move the head to `delta` (computed over this tree as it is now)."""
         if delta.depth != self.depth:
             raise StoreCorrupted("a delta computed for another bucket depth")
-        buckets, hashes, kinds = self._buckets, self._hashes, self._kinds
+        buckets, kinds = self._buckets, self._kinds
         for index, records in delta.buckets.items():
             buckets[index] = records
-        for node, (digest, kind) in delta.nodes.items():
-            hashes[node * 32 : node * 32 + 32] = digest
-            kinds[node] = kind
+        with memoryview(self._hashes) as hashes:  # its slice assignment is ~2x a bytearray's
+            for node, (digest, kind) in delta.nodes.items():
+                at = node << 5
+                hashes[at : at + 32] = digest
+                kinds[node] = kind
         self.count = delta.count
 
     def needs_regrow(self) -> bool:
@@ -549,6 +550,28 @@ def _find(records: bytes, kh: bytes) -> int:
         else:
             return mid * RECORD
     return -1
+
+
+def _splice(records: bytes, kh: bytes, vh: bytes | None) -> bytes:
+    """A bucket's records with one change applied: the record of `kh` replaced, inserted in
+    order, or removed (`vh` None)."""
+    size = len(records)
+    lo, hi = 0, size // RECORD
+    while lo < hi:  # the first record not below kh
+        mid = (lo + hi) >> 1
+        at = mid * RECORD
+        if records[at : at + 32] < kh:
+            lo = mid + 1
+        else:
+            hi = mid
+    at = lo * RECORD
+    if at < size and records[at : at + 32] == kh:
+        if vh is None:
+            return records[:at] + records[at + RECORD :]
+        return records[:at] + kh + vh + records[at + RECORD :]
+    if vh is None:
+        return records
+    return records[:at] + kh + vh + records[at:]
 
 
 def _merge(records: bytes, changes: list[Change]) -> tuple[bytes, int]:

@@ -2,13 +2,15 @@
 open after an unclean shutdown, a repair, an import), and the regrow of a doubled tree.
 Imports node.core.merkle and node.store.flattree.
 
-Both stream the pairs in chunks of CHUNK_PAIRS: the worker hashes every other chunk while the
-parent hashes the next (one chunk in flight), so memory holds 64 bytes a key and a chunk of
-pairs, never the state as a list of pairs. `state_root` then sorts the (key hash, leaf hash)
-records and the two halves of the key-hash space are hashed one by each process; `flat_tree`
-sorts the (key hash, value hash) records, cuts them into the tree's buckets, and each process
-hashes half of the buckets. The root is the node over the halves (with the single-leaf and
-empty-side rules of node.core.merkle).
+Both stream the pairs in chunks of CHUNK_PAIRS, hashed by both processes: a chunk goes to the
+worker while fewer than WORKER_QUEUE wait there, else the parent hashes it (the parent also
+reads and sends the pairs, so the split follows the two processes' speeds). Memory holds 64
+bytes a key and a few chunks of pairs, never the state as a list of pairs. The records come
+back split by the first bit of the key hash, the two halves of the tree. `state_root` sends
+the right half to the worker, which sorts it and hashes its subtree while the parent does the
+left one; `flat_tree` sorts the (key hash, value hash) records, cuts them into the tree's
+buckets, and each process hashes half of the buckets. The root is the node over the halves
+(with the single-leaf and empty-side rules of node.core.merkle).
 
 The worker is one process of a pool started with the *spawn* method (issue 20 §6): the node
 calls this from a running, threaded program, and a `fork()` there copies locks that other
@@ -25,19 +27,21 @@ timeout, a dead worker, a wrong answer or a pool that cannot start, the pool is 
 
 from __future__ import annotations
 
+import array
 import atexit
+import collections
 import hashlib
 import itertools
 import logging
 import multiprocessing
 import multiprocessing.pool
+import operator
 import os
 import signal
 import threading
 import time
-from bisect import bisect_left
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, TypeGuard
 
 from node.core import merkle
 from node.store.flattree import FlatTree, bucket_hashes, depth_for
@@ -53,28 +57,115 @@ _pool_lock = threading.Lock()
 
 
 CHUNK_PAIRS = 50_000  # pairs per chunk of the first round
+WORKER_QUEUE = 2  # chunks waiting at the worker: it never idles while the parent reads
+RECORD = 64  # key hash || leaf hash (state_root) or key hash || value hash (flat_tree)
+
+# What crosses to the worker and back is a few large bytes objects, never lists of small
+# ones: pickling 50,000 pairs took ~20 ms of the parent's GIL a chunk (in the pool's feeder
+# thread, fighting the hashing for it); joining them takes ~4 ms, and the worker's answer is
+# two blobs of records.
+Packed = tuple[bytes, bytes, bytes, bytes, int]  # keys, their lengths, values, theirs, strip
+Halves = tuple[list[bytes], list[bytes]]  # 64-byte records by the first bit of the key hash
 
 
-def _leaves(pairs: list[tuple[bytes, bytes]]) -> list[bytes]:
-    """The 64-byte records key hash || leaf hash of pairs: two thirds of the hashing."""
+def _pack(pairs: list[tuple[bytes, bytes]], strip: int) -> Packed:
+    keys = list(map(operator.itemgetter(0), pairs))
+    values = list(map(operator.itemgetter(1), pairs))
+    return (
+        b"".join(keys),
+        array.array("I", map(len, keys)).tobytes(),
+        b"".join(values),
+        array.array("I", map(len, values)).tobytes(),
+        strip,
+    )
+
+
+def _unpack(packed: Packed) -> Iterator[tuple[bytes, bytes]]:
+    """The pairs of a packed chunk, `strip` bytes cut off each key (sliced in C: no loop)."""
+    keys, key_lengths, values, value_lengths, strip = packed
+
+    def pieces(blob: bytes, lengths: bytes, skip: int) -> Iterator[bytes]:
+        ends = list(itertools.accumulate(array.array("I", lengths)))
+        starts = [skip + start for start in itertools.chain((0,), ends[:-1])]
+        return map(blob.__getitem__, map(slice, starts, ends))
+
+    return zip(pieces(keys, key_lengths, strip), pieces(values, value_lengths, 0), strict=True)
+
+
+def _hash_pairs(pairs: Iterable[tuple[bytes, bytes]], strip: int, leaf: bool) -> Halves:
+    """The 64-byte records of pairs (`strip` bytes cut off each key first), split into the
+    two halves of the tree by the first bit of the key hash: key hash || leaf hash when
+    `leaf` (state_root: two thirds of its hashing), else key hash || value hash (flat_tree)."""
     sha, kd, vd, ld = hashlib.sha256, merkle.KEY_DOMAIN, merkle.VALUE_DOMAIN, merkle.LEAF_DOMAIN
-    out = []
-    for key, value in pairs:
-        kh = sha(kd + key).digest()
-        out.append(kh + sha(ld + kh + sha(vd + value).digest()).digest())
-    return out
+    left: list[bytes] = []
+    right: list[bytes] = []
+    appends = (left.append, right.append)
+    if leaf:
+        for key, value in pairs:
+            kh = sha(kd + key[strip:]).digest()
+            appends[kh[0] >> 7](kh + sha(ld + kh + sha(vd + value).digest()).digest())
+    else:
+        for key, value in pairs:
+            kh = sha(kd + key[strip:]).digest()
+            appends[kh[0] >> 7](kh + sha(vd + value).digest())
+    return left, right
 
 
-def _half_root(records: list[bytes]) -> tuple[bytes, int]:
-    """(subtree hash at depth 1, leaf count) of one half of sorted leaf records: the other
-    third of the hashing."""
+def _hash_packed(packed: Packed, leaf: bool) -> tuple[bytes, bytes]:
+    """The worker's part of the first round: _hash_pairs of a packed chunk, as two blobs."""
+    left, right = _hash_pairs(_unpack(packed), 0, leaf)
+    return b"".join(left), b"".join(right)
+
+
+def _split(blob: bytes) -> Iterator[bytes]:
+    return map(
+        blob.__getitem__,
+        map(slice, range(0, len(blob), RECORD), range(RECORD, len(blob) + 1, RECORD)),
+    )
+
+
+class Half:
+    """One half of the tree's records: the parent's own (a list) and the worker's (blobs)."""
+
+    __slots__ = ("own", "blobs")
+
+    def __init__(self) -> None:
+        self.own: list[bytes] = []
+        self.blobs: list[bytes] = []
+
+    def __len__(self) -> int:
+        return len(self.own) + sum(len(blob) for blob in self.blobs) // RECORD
+
+    def records(self) -> list[bytes]:
+        """Every record, as a list (the parent's own list, extended: call once)."""
+        records = self.own
+        for blob in self.blobs:
+            records.extend(_split(blob))
+        self.blobs = []
+        return records
+
+    def packed(self) -> list[bytes]:
+        """The records as a few blobs, to send."""
+        return [b"".join(self.own), *self.blobs]
+
+
+def _half_root(parts: list[bytes]) -> tuple[bytes, int]:
+    """(subtree hash at depth 1, leaf count) of one half's leaf records, given as blobs of
+    records in any order (sorted here): the other third of the hashing. ValueError on two
+    equal key hashes."""
+    records = [record for blob in parts for record in _split(blob)]
+    return _root_of_records(records)
+
+
+def _root_of_records(records: list[bytes]) -> tuple[bytes, int]:
+    records.sort()
     ints = [int.from_bytes(record[:32], "big") for record in records]
     leaves = [record[32:] for record in records]
     return merkle.subtree_root(ints, leaves, 1), len(records)
 
 
 # What the worker runs; module attributes so a test can substitute a slow or failing one.
-_worker_leaves = _leaves
+_worker_chunk = _hash_packed
 _worker_half = _half_root
 
 
@@ -163,100 +254,122 @@ def _head(pairs: Iterable[tuple[bytes, bytes]], count: int) -> tuple[list[Any], 
     return list(itertools.islice(rest, count)), rest
 
 
+def _is_blobs(answer: Any, count: int) -> TypeGuard[tuple[bytes, bytes]]:
+    return (
+        type(answer) is tuple
+        and len(answer) == 2
+        and all(type(blob) is bytes for blob in answer)
+        and len(answer[0]) + len(answer[1]) == count * RECORD
+    )
+
+
 def _mapped(
-    function: Any, worker: Any, pairs: Iterator[tuple[bytes, bytes]], timeout_s: float | None
-) -> list[bytes]:
-    """function(chunk) over the chunks of `pairs`, every other chunk in the worker (one in
-    flight), the result lists concatenated in some order."""
-    out: list[bytes] = []
-    pending: Any = None
-    sent: list[tuple[bytes, bytes]] = []
+    pairs: Iterator[tuple[bytes, bytes]], strip: int, leaf: bool, timeout_s: float | None
+) -> tuple[Half, Half]:
+    """_hash_pairs over the chunks of `pairs`, by both processes: the two halves' records.
+
+    The worker is kept fed: a chunk goes to it while fewer than WORKER_QUEUE wait there, and
+    the parent hashes a chunk itself only when the worker's queue is full. So the split of
+    the work follows the two processes' speeds (the parent also reads the pairs and packs
+    what it sends) instead of being half and half."""
+    left, right = Half(), Half()
+    waiting: collections.deque[tuple[Any, list[tuple[bytes, bytes]], float]] = collections.deque()
     use_worker = (os.cpu_count() or 1) >= 2
+
+    def own(chunk: list[tuple[bytes, bytes]]) -> None:
+        own_left, own_right = _hash_pairs(chunk, strip, leaf)
+        left.own.extend(own_left)
+        right.own.extend(own_right)
+
+    def collect(block: bool) -> None:
+        nonlocal use_worker
+        while waiting and (block or waiting[0][0].ready()):
+            pending, sent, started = waiting.popleft()
+            # After one failure the others are not waited for: their pool may be gone.
+            answer = _await(pending, started, timeout_s, len(sent)) if use_worker else None
+            if _is_blobs(answer, len(sent)):
+                left.blobs.append(answer[0])
+                right.blobs.append(answer[1])
+            else:
+                use_worker = False
+                own(sent)
+
     while chunk := list(itertools.islice(pairs, CHUNK_PAIRS)):
-        if use_worker and pending is None:
-            pending, sent = _submit(worker, chunk), chunk
+        if use_worker and len(waiting) < WORKER_QUEUE:
+            pending = _submit(_worker_chunk, _pack(chunk, strip), leaf)
             if pending is not None:
+                waiting.append((pending, chunk, time.monotonic()))
                 continue
             use_worker = False
-        started = time.monotonic()
-        out += function(chunk)
-        if pending is not None:
-            answer = _await(pending, started, timeout_s, len(sent))
-            if type(answer) is not list or len(answer) != len(sent):
-                answer, use_worker = function(sent), False
-            out += answer
-            pending, sent = None, []
-    if pending is not None:
-        answer = _await(pending, time.monotonic(), timeout_s, len(sent))
-        if type(answer) is not list or len(answer) != len(sent):
-            answer = function(sent)
-        out += answer
-    return out
+        own(chunk)
+        collect(block=not use_worker)
+    collect(block=True)
+    return left, right
 
 
 def state_root(
     pairs: Iterable[tuple[bytes, bytes]],
     *,
+    strip: int = 0,
     min_keys: int = PARALLEL_MIN_KEYS,
     timeout_s: float | None = None,
 ) -> bytes:
     """The Merkle root of `pairs` (unique keys, any order; a list or a stream), on two
-    processes when it pays (module docstring). `timeout_s`: how long to wait for the worker
-    after the parent's part is done (None: the default rule); past it the parent does it."""
+    processes when it pays (module docstring). `strip`: bytes to cut off each key first (a
+    LevelDB scan's table prefix: cut where the key is hashed, not by a generator in between).
+    `timeout_s`: how long to wait for the worker after the parent's part is done (None: the
+    default rule); past it the parent does it."""
     head, rest = _head(pairs, max(min_keys, 1))
     if len(head) < min_keys or (os.cpu_count() or 1) < 2:
-        return merkle.reference_root(head)
-    records = _mapped(_leaves, _worker_leaves, itertools.chain(head, rest), timeout_s)
+        return merkle.reference_root([(key[strip:], value) for key, value in head])
+    left_half, right_half = _mapped(itertools.chain(head, rest), strip, True, timeout_s)
     del head
-    records.sort()
-    for position in range(1, len(records)):
-        if records[position][:32] == records[position - 1][:32]:
-            raise ValueError("two pairs with one key")
-    middle = bisect_left(records, b"\x80")
-    right_records = records[middle:]
+    count = len(right_half)
     started = time.monotonic()
-    pending = _submit(_worker_half, right_records)
-    left = _half_root(records[:middle])
-    del records
-    right = _await(pending, started, timeout_s, len(right_records))
+    pending = _submit(_worker_half, right_half.packed())  # the worker sorts and hashes it
+    left = _root_of_records(left_half.records())
+    del left_half
+    right = _await(pending, started, timeout_s, count)
     if not (
         type(right) is tuple
         and len(right) == 2
         and isinstance(right[0], bytes)
         and len(right[0]) == 32
-        and right[1] == len(right_records)
+        and right[1] == count
     ):
-        right = _half_root(right_records)
+        right = _root_of_records(right_half.records())
     return _combine(left, right)
 
 
-def _records(pairs: list[tuple[bytes, bytes]]) -> list[bytes]:
-    """The 64-byte tree records (key hash + value hash) of pairs, in their order."""
-    sha, kd, vd = hashlib.sha256, merkle.KEY_DOMAIN, merkle.VALUE_DOMAIN
-    return [sha(kd + key).digest() + sha(vd + value).digest() for key, value in pairs]
+def _sorted(left: list[bytes], right: list[bytes]) -> list[bytes]:
+    """The records of both halves in key-hash order (each half sorted; left before right)."""
+    left.sort()
+    right.sort()
+    left.extend(right)
+    return left
 
 
 # What the worker runs for flat_tree (module attributes, as above).
-_worker_records = _records
 _worker_bucket_hashes = bucket_hashes
 
 
 def flat_tree(
     pairs: Iterable[tuple[bytes, bytes]],
     *,
+    strip: int = 0,
     min_keys: int = PARALLEL_MIN_KEYS,
     timeout_s: float | None = None,
 ) -> FlatTree:
     """The tree of the state `pairs` (unique keys, any order; a list or a stream), hashed on
-    two processes when it pays (module docstring)."""
+    two processes when it pays (module docstring); `strip` as for state_root."""
     head, rest = _head(pairs, max(min_keys, 1))
     if len(head) < min_keys or (os.cpu_count() or 1) < 2:
-        records = _records(head)
-        records.sort()
+        records = _sorted(*_hash_pairs(head, strip, False))
         return FlatTree.from_sorted_records(records, len(records))
-    records = _mapped(_records, _worker_records, itertools.chain(head, rest), timeout_s)
+    left, right = _mapped(itertools.chain(head, rest), strip, False, timeout_s)
     del head
-    records.sort()
+    records = _sorted(left.records(), right.records())
+    del left, right
     count = len(records)
     depth = depth_for(count)
     buckets = FlatTree.cut(records, depth)

@@ -343,7 +343,7 @@ class VersionedStore:
 
     def _tree_from_flat(self) -> FlatTree:
         """The tree of the flat table: every key and value hashed (O(state))."""
-        return parallel.flat_tree(self._iter_flat(b""))
+        return parallel.flat_tree(self._scan_flat(), strip=len(schema.FLAT))
 
     @staticmethod
     def _describe_import(raw: bytes) -> str:
@@ -441,6 +441,11 @@ class VersionedStore:
         self._check_open()
         return self._iter_flat(prefix, start)
 
+    def _scan_flat(self) -> Iterator[tuple[bytes, bytes]]:
+        """The flat table's rows as stored (keys with the table's prefix): the O(state)
+        hashing cuts the prefix where it hashes the key, with no generator per row."""
+        return self._reads.scan(schema.FLAT, schema.prefix_end(schema.FLAT))
+
     def _iter_flat(self, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         first = schema.flat_key(max(prefix, start))
         for physical, value in self._reads.scan(first, schema.prefix_end(schema.flat_key(prefix))):
@@ -458,7 +463,7 @@ class VersionedStore:
         self._check_open()
         if height is not None:
             self._require_retained(height)
-        flat = self._reads.scan(schema.FLAT, schema.prefix_end(schema.FLAT))
+        flat = self._scan_flat()
         if height is None or height == self._height:
             return ((physical[1:], value) for physical, value in flat)
         olds: dict[bytes, bytes | None] = {}
@@ -1028,7 +1033,7 @@ class VersionedStore:
         self._move_tree(delta)
         flat_root = None
         if check_flat and self._tree.root() == expected:
-            flat_root = parallel.state_root(self._iter_flat(b""))
+            flat_root = parallel.state_root(self._scan_flat(), strip=len(schema.FLAT))
         if self._tree.root() != expected or flat_root not in (None, expected):
             # The flat rows were written around the store (the diffs' old values are what the
             # flat table held): restore them from the versioned history, which the recorded
@@ -1333,7 +1338,7 @@ class VersionedStore:
     def verify(self) -> None:
         """Recompute the head root from the flat state; StoreCorrupted on any mismatch."""
         self._check_open()
-        computed = parallel.state_root(self._iter_flat(b""))
+        computed = parallel.state_root(self._scan_flat(), strip=len(schema.FLAT))
         recorded = self._recorded_root(self._height) if self._height >= 0 else None
         for what, root in (
             ("head root in memory", self._root),

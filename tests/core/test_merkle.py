@@ -7,6 +7,7 @@ wrong values, wrong roots, truncated, extended or altered proofs, without ever r
 from __future__ import annotations
 
 import hypothesis.strategies as st
+import pytest
 from hypothesis import given, settings
 
 from node.core import codec, merkle
@@ -131,3 +132,14 @@ def test_the_one_pass_root_is_the_recursive_definition(
     assert merkle.subtree_root(keys, leaves, prefix_bits) == expected
     if prefix_bits == 0:
         assert merkle.root_from_sorted(keys, leaves) == expected
+
+
+@given(seeds=st.lists(st.integers(0, 2**256 - 1), min_size=1, max_size=12, unique=True))
+def test_two_leaves_with_one_key_hash_are_refused_not_hashed(seeds: list[int]) -> None:
+    """A repeated key hash (a key given twice) has no place in the tree: the one-pass root
+    raises instead of hashing a node over the two (verify's duplicate check rides on it)."""
+    keys = sorted(seeds)
+    doubled = sorted(keys + keys[:1])
+    leaves = [merkle.node_hash(k.to_bytes(32, "big"), b"leaf") for k in doubled]
+    with pytest.raises(ValueError, match="one key hash"):
+        merkle.subtree_root(doubled, leaves, 0)

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 
 from node.core import merkle
 from node.store import StoreCorrupted
-from node.store.flattree import MIN_DEPTH, FlatTree, _split_sorted, make_change
+from node.store.flattree import MIN_DEPTH, FlatTree, _merge, _splice, _split_sorted, make_change
 
 keys = st.binary(min_size=1, max_size=3)
 states = st.dictionaries(keys, st.binary(max_size=3), max_size=60)
@@ -94,3 +94,20 @@ def test_bytes_round_trip_and_damage_is_refused() -> None:
             FlatTree.from_bytes(bytes(damaged))
     with pytest.raises(StoreCorrupted):
         FlatTree.from_bytes(data[:-5])
+
+
+@given(
+    bucket=st.lists(st.binary(min_size=32, max_size=32), max_size=9, unique=True),
+    target=st.integers(0, 9),
+    fresh=st.binary(min_size=32, max_size=32),
+    value=st.none() | st.binary(min_size=32, max_size=32),
+)
+def test_one_change_spliced_into_a_bucket_is_the_merge(
+    bucket: list[bytes], target: int, fresh: bytes, value: bytes | None
+) -> None:
+    """The block's common case (one change in a bucket) is spliced in by binary search; it
+    must equal the general merge for an insert, a replace and a delete, present or absent."""
+    records = b"".join(sorted(kh + kh[::-1] for kh in bucket))
+    kh = bucket[target] if target < len(bucket) else fresh
+    change = (int.from_bytes(kh, "big"), kh, value)
+    assert _splice(records, kh, value) == _merge(records, [change])[0]

@@ -25,18 +25,18 @@ def test_large_state_takes_the_parallel_path() -> None:
     assert parallel.state_root(items) == merkle.reference_root(items)
 
 
-def _hung_half(records: list[bytes]) -> tuple[bytes, int]:
+def _hung_half(parts: list[bytes]) -> tuple[bytes, int]:
     """A worker that never answers (runs in the spawned worker process)."""
     time.sleep(600)
     raise AssertionError("unreachable")
 
 
-def _failing_half(records: list[bytes]) -> tuple[bytes, int]:
+def _failing_half(parts: list[bytes]) -> tuple[bytes, int]:
     raise RuntimeError("worker failed")
 
 
-def _wrong_half(records: list[bytes]) -> tuple[bytes, int]:
-    return b"\x00" * 32, len(records) + 1
+def _wrong_half(parts: list[bytes]) -> tuple[bytes, int]:
+    return b"\x00" * 32, sum(map(len, parts)) // 64 + 1
 
 
 def test_a_hung_worker_times_out_and_the_parent_computes_its_half(
@@ -90,7 +90,7 @@ def test_the_two_process_rebuild_is_the_tree_of_the_pairs() -> None:
     assert tree.prove(b"key00042") == one.prove(b"key00042")
 
 
-def _hung_leaves(pairs: list[tuple[bytes, bytes]]) -> list[bytes]:
+def _hung_chunk(packed: parallel.Packed, leaf: bool) -> tuple[bytes, bytes]:
     time.sleep(600)
     raise AssertionError("unreachable")
 
@@ -107,7 +107,7 @@ def test_a_stream_in_chunks_and_a_hung_first_round_still_give_the_root(
     items = [(b"key%05d" % i, b"v%d" % (i % 7)) for i in range(3_100)]
     assert parallel.state_root(iter(items), min_keys=0) == merkle.reference_root(items)
     assert parallel.flat_tree(iter(items), min_keys=0).root() == FlatTree.from_pairs(items).root()
-    monkeypatch.setattr(parallel, "_worker_leaves", _hung_leaves)
+    monkeypatch.setattr(parallel, "_worker_chunk", _hung_chunk)
     started = time.monotonic()
     assert parallel.state_root(iter(items), min_keys=0, timeout_s=1.0) == merkle.reference_root(
         items
@@ -115,3 +115,30 @@ def test_a_stream_in_chunks_and_a_hung_first_round_still_give_the_root(
     assert 1.0 <= time.monotonic() - started < 30  # waited out, then done by the parent
     with pytest.raises(ValueError, match="one key"):
         parallel.state_root(iter(items + items[:1]), min_keys=0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.dictionaries(st.binary(min_size=1, max_size=300), st.binary(max_size=40), max_size=30),
+    st.integers(0, 2),
+)
+def test_a_packed_chunk_unpacks_to_its_pairs_with_the_prefix_cut(
+    pairs: dict[bytes, bytes], strip: int
+) -> None:
+    """Chunks cross to the worker as two blobs and two length arrays; the worker gets every
+    pair back, keys without the table prefix, empty values included."""
+    items = [(bytes(strip) + key, value) for key, value in sorted(pairs.items())]
+    assert list(parallel._unpack(parallel._pack(items, strip))) == sorted(pairs.items())
+
+
+@pytest.mark.parametrize("count", [300, 30_000])
+def test_a_prefixed_scan_gives_the_root_of_the_unprefixed_pairs(count: int) -> None:
+    """The store hands its LevelDB scan over as is (keys with the flat table's prefix) and
+    says how many bytes to cut: the same root and tree as the bare pairs, small or parallel."""
+    from node.store.flattree import FlatTree
+
+    items = [(b"key%06d" % i, b"v%d" % (i % 11)) for i in range(count)]
+    prefixed = [(b"f" + key, value) for key, value in items]
+    assert parallel.state_root(iter(prefixed), strip=1) == merkle.reference_root(items)
+    tree = parallel.flat_tree(iter(prefixed), strip=1)
+    assert tree.root() == FlatTree.from_pairs(items).root() and tree.count == count
