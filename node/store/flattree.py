@@ -27,6 +27,7 @@ computes one from the diffs since that height): every read method takes an optio
 
 from __future__ import annotations
 
+import array
 import hashlib
 import io
 import itertools
@@ -182,7 +183,7 @@ class FlatTree:
         for position in range(1, len(records)):
             if records[position][:32] == records[position - 1][:32]:
                 raise StoreCorrupted("two leaves with one key hash")
-        return _split_sorted(records, depth)
+        return split_sorted(records, depth)
 
     @classmethod
     def _from_buckets(cls, buckets: list[bytes], count: int, depth: int) -> FlatTree:
@@ -470,21 +471,13 @@ class FlatTree:
         if sum(counts) != count:
             raise StoreCorrupted("tree snapshot counts disagree")
         buckets: list[bytes] = []
-        append = buckets.append
         position = 0
         while position < buckets_n:
             end, size = position, 0
             while end < buckets_n and (size < _READ_BYTES or end == position):
                 size += counts[end] * RECORD
                 end += 1
-            data = read(size)
-            at = 0
-            for n in counts[position:end]:
-                if n:
-                    append(data[at : at + n * RECORD])
-                    at += n * RECORD
-                else:
-                    append(_EMPTY_BUCKET)
+            buckets.extend(unpack_buckets(read(size), counts[position:end]))
             position = end
         hashes = bytearray(read(32 * nodes))
         kinds = bytearray(read(nodes))
@@ -522,9 +515,14 @@ def _split(blobs: list[bytes], depth: int, *, consume: bool = False) -> list[byt
     return buckets
 
 
-def _split_sorted(records: list[bytes], depth: int) -> list[bytes]:
-    """A sorted list of records cut into the 2**depth buckets of `depth` (bisect per bucket)."""
-    buckets = [_EMPTY_BUCKET] * (1 << depth)
+def split_sorted(
+    records: list[bytes], depth: int, first: int = 0, size: int | None = None
+) -> list[bytes]:
+    """A sorted list of records cut into the buckets of `depth` (bisect per bucket): all
+    2**depth, or `size` of them from bucket `first` (one half of the tree, whose records
+    these all are)."""
+    size = (1 << depth) - first if size is None else size
+    buckets = [_EMPTY_BUCKET] * size
     shift = 32 - depth
     lo, count = 0, len(records)
     while lo < count:
@@ -532,9 +530,40 @@ def _split_sorted(records: list[bytes], depth: int) -> list[bytes]:
         hi = count
         if index + 1 < 1 << depth:
             hi = bisect_left(records, ((index + 1) << shift).to_bytes(4, "big"), lo, count)
-        buckets[index] = b"".join(records[lo:hi])
+        buckets[index - first] = b"".join(records[lo:hi])
         lo = hi
     return buckets
+
+
+def pack_buckets(buckets: list[bytes]) -> tuple[bytes, bytes]:
+    """Buckets as (their records joined, their record counts as uint32s): two bytes objects
+    to send to another process instead of a list of many."""
+    return b"".join(buckets), array.array("I", [len(b) // RECORD for b in buckets]).tobytes()
+
+
+def unpack_buckets(blob: bytes, counts: Iterable[int]) -> list[bytes]:
+    """Buckets cut from their joined records by their record counts (`pack_buckets`' are
+    `array.array("I", counts)`); StoreCorrupted if the counts do not cover the blob."""
+    buckets: list[bytes] = []
+    append, at = buckets.append, 0
+    for n in counts:
+        if n:
+            append(blob[at : at + n * RECORD])
+            at += n * RECORD
+        else:
+            append(_EMPTY_BUCKET)
+    if at != len(blob):
+        raise StoreCorrupted("bucket counts disagree with their records")
+    return buckets
+
+
+def pack_hashes(hashed: list[tuple[bytes, int]]) -> bytes:
+    """bucket_hashes' (hash, kind) pairs as 33 bytes each."""
+    return b"".join(digest + bytes((kind,)) for digest, kind in hashed)
+
+
+def unpack_hashes(blob: bytes) -> list[tuple[bytes, int]]:
+    return [(blob[at : at + 32], blob[at + 32]) for at in range(0, len(blob), 33)]
 
 
 def _find(records: bytes, kh: bytes) -> int:

@@ -8,9 +8,11 @@ reads and sends the pairs, so the split follows the two processes' speeds). Memo
 bytes a key and a few chunks of pairs, never the state as a list of pairs. The records come
 back split by the first bit of the key hash, the two halves of the tree. `state_root` sends
 the right half to the worker, which sorts it and hashes its subtree while the parent does the
-left one; `flat_tree` sorts the (key hash, value hash) records, cuts them into the tree's
-buckets, and each process hashes half of the buckets. The root is the node over the halves
-(with the single-leaf and empty-side rules of node.core.merkle).
+left one; in `flat_tree` each process sorts its half's (key hash, value hash) records, cuts
+them into that half's buckets and hashes them, and the parent assembles the top. The root is
+the node over the halves (with the single-leaf and empty-side rules of node.core.merkle).
+What crosses between the processes is packed into a few large bytes objects (flattree's
+pack_*), never lists of small ones.
 
 The worker is one process of a pool started with the *spawn* method (issue 20 §6): the node
 calls this from a running, threaded program, and a `fork()` there copies locks that other
@@ -44,7 +46,9 @@ from collections.abc import Iterable, Iterator
 from typing import Any, TypeGuard
 
 from node.core import merkle
-from node.store.flattree import FlatTree, bucket_hashes, depth_for
+from node.store import flattree
+from node.store.errors import StoreCorrupted
+from node.store.flattree import FlatTree, depth_for
 
 logger = logging.getLogger("perpchain.store")
 
@@ -349,8 +353,37 @@ def _sorted(left: list[bytes], right: list[bytes]) -> list[bytes]:
     return left
 
 
-# What the worker runs for flat_tree (module attributes, as above).
-_worker_bucket_hashes = bucket_hashes
+def _half_tree(parts: list[bytes], depth: int) -> tuple[bytes, bytes, bytes]:
+    """The worker's part of flat_tree: the right half's (key hash, value hash) records, given
+    as blobs in any order, sorted, cut into that half's buckets of `depth` and hashed; as
+    (records in bucket order, counts, hashes) to send back (flattree's pack_*)."""
+    records = [record for blob in parts for record in _split(blob)]
+    records.sort()
+    half = 1 << (depth - 1)
+    buckets = flattree.split_sorted(records, depth, half, half)
+    del records
+    blob, counts = flattree.pack_buckets(buckets)
+    return blob, counts, flattree.pack_hashes(_bucket_hashes(buckets, depth))
+
+
+def _hash_packed_buckets(blob: bytes, counts: bytes, depth: int) -> bytes:
+    """The worker's part of a regrow: hashes of packed buckets (flattree.pack_hashes)."""
+    buckets = flattree.unpack_buckets(blob, array.array("I", counts))
+    return flattree.pack_hashes(_bucket_hashes(buckets, depth))
+
+
+def _bucket_hashes(buckets: list[bytes], depth: int) -> list[tuple[bytes, int]]:
+    """bucket_hashes, a repeated key hash (two keys alike: never from a LevelDB table) as
+    StoreCorrupted."""
+    try:
+        return flattree.bucket_hashes(buckets, depth)
+    except ValueError:
+        raise StoreCorrupted("two leaves with one key hash") from None
+
+
+# What the worker runs for flat_tree and regrown (module attributes, as above).
+_worker_half_tree = _half_tree
+_worker_bucket_hashes = _hash_packed_buckets
 
 
 def flat_tree(
@@ -366,15 +399,38 @@ def flat_tree(
     if len(head) < min_keys or (os.cpu_count() or 1) < 2:
         records = _sorted(*_hash_pairs(head, strip, False))
         return FlatTree.from_sorted_records(records, len(records))
-    left, right = _mapped(itertools.chain(head, rest), strip, False, timeout_s)
+    left_half, right_half = _mapped(itertools.chain(head, rest), strip, False, timeout_s)
     del head
-    records = _sorted(left.records(), right.records())
-    del left, right
-    count = len(records)
+    right_count = len(right_half)
+    count = len(left_half) + right_count
     depth = depth_for(count)
-    buckets = FlatTree.cut(records, depth)
+    half = 1 << (depth - 1)
+    started = time.monotonic()
+    pending = _submit(_worker_half_tree, right_half.packed(), depth)
+    records = left_half.records()
+    del left_half
+    records.sort()
+    buckets = flattree.split_sorted(records, depth, 0, half)
     del records
-    return _hashed(buckets, count, depth, timeout_s)
+    hashed = _bucket_hashes(buckets, depth)
+    answer = _await(pending, started, timeout_s, count)
+    try:
+        blob, counts, hashes = answer
+        right_buckets = flattree.unpack_buckets(blob, array.array("I", counts))
+        right_hashed = flattree.unpack_hashes(hashes)
+        if (
+            len(right_buckets) != half
+            or len(right_hashed) != half
+            or len(blob) != right_count * RECORD
+        ):
+            raise ValueError("a worker's half of another size")
+    except (TypeError, ValueError, StoreCorrupted):  # no answer, or not one
+        blob, counts, hashes = _half_tree(right_half.packed(), depth)
+        right_buckets = flattree.unpack_buckets(blob, array.array("I", counts))
+        right_hashed = flattree.unpack_hashes(hashes)
+    buckets.extend(right_buckets)
+    hashed.extend(right_hashed)
+    return FlatTree.assemble(buckets, count, depth, hashed)
 
 
 def regrown(tree: FlatTree, *, timeout_s: float | None = None) -> FlatTree:
@@ -382,17 +438,13 @@ def regrown(tree: FlatTree, *, timeout_s: float | None = None) -> FlatTree:
     processes: the pause of a state that doubled. `tree` is empty afterwards."""
     buckets, count, depth = tree.recut()
     if count < PARALLEL_MIN_KEYS or (os.cpu_count() or 1) < 2:
-        return FlatTree.assemble(buckets, count, depth, bucket_hashes(buckets, depth))
-    return _hashed(buckets, count, depth, timeout_s)
-
-
-def _hashed(buckets: list[bytes], count: int, depth: int, timeout_s: float | None) -> FlatTree:
-    """The tree over cut buckets, each half of the buckets hashed by one process."""
+        return FlatTree.assemble(buckets, count, depth, _bucket_hashes(buckets, depth))
     half = len(buckets) // 2
     started = time.monotonic()
-    pending = _submit(_worker_bucket_hashes, buckets[half:], depth)
-    hashed = bucket_hashes(buckets[:half], depth)
-    second = _await(pending, started, timeout_s, count)
-    if type(second) is not list or len(second) != len(buckets) - half:
-        second = bucket_hashes(buckets[half:], depth)
+    pending = _submit(_worker_bucket_hashes, *flattree.pack_buckets(buckets[half:]), depth)
+    hashed = _bucket_hashes(buckets[:half], depth)
+    answer = _await(pending, started, timeout_s, count)
+    second = flattree.unpack_hashes(answer) if type(answer) is bytes else []
+    if len(second) != len(buckets) - half:
+        second = _bucket_hashes(buckets[half:], depth)
     return FlatTree.assemble(buckets, count, depth, hashed + second)

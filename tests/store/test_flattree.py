@@ -14,7 +14,7 @@ from hypothesis import given, settings
 
 from node.core import merkle
 from node.store import StoreCorrupted
-from node.store.flattree import MIN_DEPTH, FlatTree, _merge, _splice, _split_sorted, make_change
+from node.store.flattree import MIN_DEPTH, FlatTree, _merge, _splice, make_change, split_sorted
 
 keys = st.binary(min_size=1, max_size=3)
 states = st.dictionaries(keys, st.binary(max_size=3), max_size=60)
@@ -23,7 +23,7 @@ updates = st.dictionaries(keys, st.none() | st.binary(max_size=3), max_size=30)
 
 def _at_depth(kv: dict[bytes, bytes], depth: int) -> FlatTree:
     records = sorted(merkle.key_hash(k) + merkle.value_hash(v) for k, v in kv.items())
-    return FlatTree._from_buckets(_split_sorted(records, depth), len(records), depth)
+    return FlatTree._from_buckets(split_sorted(records, depth), len(records), depth)
 
 
 @given(kv=states, depth=st.integers(MIN_DEPTH, 12), probe=keys)
