@@ -51,8 +51,18 @@ def leaf_hash(key_hash_: bytes, value_hash_: bytes) -> bytes:
     return _sha256(LEAF_DOMAIN + key_hash_ + value_hash_).digest()
 
 
+# A node's hash starts from a copy of the hashed domain, then takes its two children: ~20%
+# less than hashing domain + left + right, whose two concatenations make two objects. The
+# tree's hot loops (blocks, verify) hash ~15 nodes an update.
+NODE_PREFIX = _sha256(NODE_DOMAIN)
+_LEFT_EMPTY = _sha256(NODE_DOMAIN + EMPTY)  # a node whose left side is empty
+
+
 def node_hash(left: bytes, right: bytes) -> bytes:
-    return _sha256(NODE_DOMAIN + left + right).digest()
+    h = NODE_PREFIX.copy()
+    h.update(left)
+    h.update(right)
+    return h.digest()
 
 
 def bit_at(key_hash_int: int, depth: int) -> int:
@@ -79,7 +89,7 @@ def subtree_root(key_hashes: list[int], leaf_hashes: list[bytes], depth: int) ->
     count = len(key_hashes)
     if count == 0:
         return EMPTY
-    sha, domain, bits = _sha256, NODE_DOMAIN, KEY_BITS
+    node, bits = NODE_PREFIX.copy, KEY_BITS
     stack: list[tuple[bytes, int, int, int]] = [(EMPTY, 0, 0, -1)]
     push, pop = stack.append, stack.pop
     digest, split, key = leaf_hashes[0], bits, key_hashes[0]
@@ -99,7 +109,10 @@ def subtree_root(key_hashes: list[int], leaf_hashes: list[bytes], depth: int) ->
                 left = _pad(left, left_split, left_key, below)
             if below < split < bits:
                 digest = _pad(digest, split, key, below)
-            digest = sha(domain + left + digest).digest()
+            h = node()
+            h.update(left)
+            h.update(digest)
+            digest = h.digest()
             split, key = joint, left_key
         if at < 0:
             break
@@ -116,9 +129,13 @@ def _pad(digest: bytes, split: int, key: int, depth: int) -> bytes:
         return digest
     for bit_depth in range(split - 1, depth - 1, -1):
         if (key >> (KEY_BITS - 1 - bit_depth)) & 1:
-            digest = _sha256(NODE_DOMAIN + EMPTY + digest).digest()
+            h = _LEFT_EMPTY.copy()
         else:
-            digest = _sha256(NODE_DOMAIN + digest + EMPTY).digest()
+            h = NODE_PREFIX.copy()
+            h.update(digest)
+            digest = EMPTY
+        h.update(digest)
+        digest = h.digest()
     return digest
 
 

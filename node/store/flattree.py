@@ -41,12 +41,13 @@ from node.core.merkle import (
     EMPTY,
     KEY_DOMAIN,
     LEAF_DOMAIN,
-    NODE_DOMAIN,
+    NODE_PREFIX,
     PROOF_EMPTY,
     PROOF_LEAF,
     PROOF_OTHER_LEAF,
     VALUE_DOMAIN,
     encode_proof,
+    node_hash,
     subtree_root,
 )
 from node.core.steps import Steps, drive
@@ -103,12 +104,12 @@ def _join(left: bytes, left_kind: int, right: bytes, right_kind: int) -> tuple[b
     if left_kind == 0:
         if right_kind < 2:
             return right, right_kind
-        return _sha256(NODE_DOMAIN + EMPTY + right).digest(), 2
+        return node_hash(EMPTY, right), 2
     if right_kind == 0:
         if left_kind == 1:
             return left, 1
-        return _sha256(NODE_DOMAIN + left + EMPTY).digest(), 2
-    return _sha256(NODE_DOMAIN + left + right).digest(), 2
+        return node_hash(left, EMPTY), 2
+    return node_hash(left, right), 2
 
 
 def bucket_hashes(buckets: list[bytes], depth: int) -> list[tuple[bytes, int]]:
@@ -359,7 +360,7 @@ class FlatTree:
         # The top, level by level (dirty stays sorted, so siblings and a parent's repeats are
         # neighbours); _join inlined: the hot loop of a block.
         hashes, kinds = self._hashes, self._kinds
-        sha, domain, get = _sha256, NODE_DOMAIN, nodes.get
+        node_prefix, get = NODE_PREFIX.copy, nodes.get
         left: bytes | bytearray
         right: bytes | bytearray
         while dirty and dirty[0] > 1:
@@ -385,7 +386,10 @@ class FlatTree:
                     else:
                         right, right_kind = found
                 if left_kind and right_kind:
-                    nodes[parent] = (sha(domain + left + right).digest(), 2)
+                    h = node_prefix()
+                    h.update(left)
+                    h.update(right)
+                    nodes[parent] = (h.digest(), 2)
                 else:
                     nodes[parent] = _join(bytes(left), left_kind, bytes(right), right_kind)
             dirty = parents
