@@ -27,7 +27,7 @@ import sys
 import time
 import traceback
 
-from node.store import VersionedStore, versioned
+from node.store import VersionedStore, rollback
 
 KEYSPACE = 200
 ROLLBACK_ROWS_PER_BATCH = 200  # small chunks: a rollback of ~100 heights takes ~20 batches
@@ -93,7 +93,7 @@ def _commit_until_killed(store: VersionedStore, seed: int) -> None:
 
 
 def _work(mode: str, path: str, number: int) -> None:
-    versioned.ROLLBACK_ROWS_PER_BATCH = ROLLBACK_ROWS_PER_BATCH
+    rollback.ROLLBACK_ROWS_PER_BATCH = ROLLBACK_ROWS_PER_BATCH  # read by rollback_to
     if mode == "open":
         _say("ready")
         start = time.perf_counter()
