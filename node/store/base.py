@@ -172,7 +172,7 @@ class StoreBase:
             self._tree.apply(delta)
         self._version += 1
         self._old.clear()
-        if self._tree.needs_regrow():  # the state doubled: its buckets cut again, O(state)
+        if self._tree.needs_regrow():  # buckets past 8 leaves on average: cut again, O(state)
             began = time.perf_counter()
             self._tree = parallel.regrown(self._tree)
             logger.info(

@@ -60,8 +60,11 @@ MAX_DEPTH = 24
 # Leaves per bucket: a change re-hashes its whole bucket, so small buckets are fast (1 M keys,
 # 1,000-update blocks: 88 ms a block at 15 a bucket, 71 at 7.6, 43 at 3.8, 54 at 1.9) and
 # cost top nodes (33 bytes each) and bucket objects (~41 bytes) per bucket.
-TARGET_PER_BUCKET = 4  # leaves per bucket after a (re)build, on average
-GROW_PER_BUCKET = 8  # past this average the buckets are cut again (depth + 1)
+TARGET_PER_BUCKET = 4  # at most this many leaves per bucket after a (re)build, on average
+# Past this average the buckets are cut again at depth_for's depth: two levels deeper (8 a
+# bucket is not under 4 at depth + 1), so a bucket averages 2 to 8 leaves and a regrow comes
+# once per 4x growth of the state.
+GROW_PER_BUCKET = 8
 BUCKETS_PER_STEP = 256  # buckets re-hashed between two yields of compute_steps
 
 _sha256 = hashlib.sha256
@@ -481,7 +484,7 @@ class FlatTree:
             while end < buckets_n and (size < _READ_BYTES or end == position):
                 size += counts[end] * RECORD
                 end += 1
-            buckets.extend(unpack_buckets(read(size), counts[position:end]))
+            unpack_buckets(read(size), counts[position:end], buckets)
             position = end
         hashes = bytearray(read(32 * nodes))
         kinds = bytearray(read(nodes))
@@ -545,10 +548,13 @@ def pack_buckets(buckets: list[bytes]) -> tuple[bytes, bytes]:
     return b"".join(buckets), array.array("I", [len(b) // RECORD for b in buckets]).tobytes()
 
 
-def unpack_buckets(blob: bytes, counts: Iterable[int]) -> list[bytes]:
+def unpack_buckets(
+    blob: bytes, counts: Iterable[int], into: list[bytes] | None = None
+) -> list[bytes]:
     """Buckets cut from their joined records by their record counts (`pack_buckets`' are
-    `array.array("I", counts)`); StoreCorrupted if the counts do not cover the blob."""
-    buckets: list[bytes] = []
+    `array.array("I", counts)`), appended to `into` (a new list by default) and returned;
+    StoreCorrupted if the counts do not cover the blob."""
+    buckets: list[bytes] = [] if into is None else into
     append, at = buckets.append, 0
     for n in counts:
         if n:

@@ -1,5 +1,5 @@
 """The state's hashing on two cores: `state_root` (verify) and `flat_tree` (the rebuild of an
-open after an unclean shutdown, a repair, an import), and the regrow of a doubled tree.
+open after an unclean shutdown, a repair, an import), and the regrow of a grown tree.
 Imports node.core.merkle and node.store.flattree.
 
 Both stream the pairs in chunks of CHUNK_PAIRS, hashed by both processes: a chunk goes to the
@@ -435,7 +435,7 @@ def flat_tree(
 
 def regrown(tree: FlatTree, *, timeout_s: float | None = None) -> FlatTree:
     """`tree` with its buckets cut again for its size (FlatTree.recut), hashed on two
-    processes: the pause of a state that doubled. `tree` is empty afterwards."""
+    processes: the pause of a state that outgrew its buckets. `tree` is empty afterwards."""
     buckets, count, depth = tree.recut()
     if count < PARALLEL_MIN_KEYS or (os.cpu_count() or 1) < 2:
         return FlatTree.assemble(buckets, count, depth, _bucket_hashes(buckets, depth))

@@ -4,6 +4,7 @@ cases at the top of the tree."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -142,3 +143,49 @@ def test_a_prefixed_scan_gives_the_root_of_the_unprefixed_pairs(count: int) -> N
     assert parallel.state_root(iter(prefixed), strip=1) == merkle.reference_root(items)
     tree = parallel.flat_tree(iter(prefixed), strip=1)
     assert tree.root() == FlatTree.from_pairs(items).root() and tree.count == count
+
+
+def _failing_half_tree(parts: list[bytes], depth: int) -> tuple[bytes, bytes, bytes]:
+    raise RuntimeError("worker failed")
+
+
+def _short_half_tree(parts: list[bytes], depth: int) -> tuple[bytes, bytes, bytes]:
+    blob, counts, hashes = parallel._half_tree(parts, depth)
+    return blob[:-64], counts, hashes  # a record short: not the half it was sent
+
+
+def _failing_bucket_hashes(blob: bytes, counts: bytes, depth: int) -> bytes:
+    raise RuntimeError("worker failed")
+
+
+@pytest.mark.parametrize("worker", [_failing_half_tree, _short_half_tree])
+def test_a_failing_or_wrong_worker_leaves_the_rebuilt_tree_right(
+    monkeypatch: pytest.MonkeyPatch, worker: object
+) -> None:
+    """The rebuild after an unclean shutdown: a worker that fails or answers another half
+    costs time, never the tree (the parent sorts, cuts and hashes that half itself)."""
+    from node.store.flattree import FlatTree
+
+    items = [(b"key%05d" % i, b"v%d" % (i % 5)) for i in range(2_500)]
+    monkeypatch.setattr(parallel, "_worker_half_tree", worker)
+    tree = parallel.flat_tree(iter(items), min_keys=0)
+    assert tree.root() == FlatTree.from_pairs(items).root() and tree.count == 2_500
+
+
+def test_a_failing_worker_leaves_a_regrown_tree_right(monkeypatch: pytest.MonkeyPatch) -> None:
+    from node.store.flattree import FlatTree, split_sorted
+
+    items = [(b"key%05d" % i, b"v%d" % (i % 3)) for i in range(30_000)]
+    whole = FlatTree.from_pairs(items)
+    records = list(whole.iter_records())
+    shallow = FlatTree.assemble(*_cut(records, 8, split_sorted))
+    monkeypatch.setattr(parallel, "_worker_bucket_hashes", _failing_bucket_hashes)
+    regrown = parallel.regrown(shallow)
+    assert regrown.depth == whole.depth and regrown.root() == whole.root()
+
+
+def _cut(records: list[bytes], depth: int, split: Any) -> tuple[list[bytes], int, int, Any]:
+    from node.store.flattree import bucket_hashes
+
+    buckets = split(records, depth)
+    return buckets, len(records), depth, bucket_hashes(buckets, depth)
