@@ -321,18 +321,15 @@ class FlatTree:
 
     # ------------------------------------------------------------------ writes
 
-    def compute(self, changes: list[Change], base: Delta | None = None) -> Delta:
-        """The Delta of `changes` (sorted by key hash, unique) over this tree (or over this
-        tree with `base` applied); the tree is unchanged."""
-        return drive(self.compute_steps(changes, base))
+    def compute(self, changes: list[Change]) -> Delta:
+        """The Delta of `changes` (sorted by key hash, unique) over this tree; the tree is
+        unchanged."""
+        return drive(self.compute_steps(changes))
 
-    def compute_steps(self, changes: list[Change], base: Delta | None = None) -> Steps[Delta]:
+    def compute_steps(self, changes: list[Change]) -> Steps[Delta]:
         """`compute` as steps: yields every BUCKETS_PER_STEP buckets re-hashed."""
         depth = self.depth
-        delta = Delta(depth, self.size(base))
-        if base is not None:
-            delta.buckets.update(base.buckets)
-            delta.nodes.update(base.nodes)
+        delta = Delta(depth, self.count)
         shift = 256 - depth
         first = 1 << depth
         dirty: list[int] = []
@@ -343,9 +340,7 @@ class FlatTree:
             end = position + 1
             while end < total and changes[end][0] >> shift == index:
                 end += 1
-            old = new_buckets.get(index)
-            if old is None:
-                old = buckets[index]
+            old = buckets[index]  # each bucket comes up once: the changes are sorted
             if end - position == 1:  # the common case: one change, spliced in
                 _, kh, vh = changes[position]
                 new = _splice(old, kh, vh)
