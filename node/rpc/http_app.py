@@ -11,7 +11,9 @@ address over its request rate (node.rpc.clients) gets 429. Any GET other than `/
 
 from __future__ import annotations
 
+import contextlib
 import hmac
+from collections.abc import AsyncIterator
 from functools import partial
 
 import trio
@@ -140,17 +142,13 @@ class RpcApp:
                 ),
             )
             return
-        if self.active >= self.max_connections:
-            await self._busy(send)
-            return
-        self.active += 1
-        try:
+        async with self._slot(send) as admitted:
+            if not admitted:
+                return
             request_body = await self._read_body(scope, receive, send)
             if request_body is None:
                 return
             response = await self.dispatcher.handle_body(request_body)
-        finally:
-            self.active -= 1
         if response is None:  # notifications only: nothing to say
             await send({"type": "http.response.start", "status": 204, "headers": []})
             await send({"type": "http.response.body", "body": b""})
@@ -173,12 +171,21 @@ class RpcApp:
         """A GET for `pages`: the same request rate and connection limit as a JSON-RPC call."""
         if self.pages is None or await self._rate_limited(scope, send):
             return
+        async with self._slot(send) as admitted:
+            if admitted:
+                await self.pages(scope, receive, send)
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, send: Send) -> AsyncIterator[bool]:
+        """One of `max_connections` request slots, held for the block (True), or a 503
+        answered when all are taken (False)."""
         if self.active >= self.max_connections:
             await self._busy(send)
+            yield False
             return
         self.active += 1
         try:
-            await self.pages(scope, receive, send)
+            yield True
         finally:
             self.active -= 1
 
