@@ -28,7 +28,7 @@ import trio
 from node.core.errors import NotCanonical, OutOfRange, Reject, TxRejected
 from node.core.txs import SignedTx, decode_tx, validate_tx
 from node.log import log_event
-from node.store.parallel import die_with_parent
+from node.store.parallel import die_with_parent, spawning
 
 logger = logging.getLogger("perpchain.admission")
 
@@ -80,7 +80,8 @@ class CheckPool:
                 initargs=(os.getpid(),),
             )
         )
-        self._warming = self._executor.submit(_ready)  # start the worker now, not on a batch
+        with spawning():  # the first submit spawns the worker, in this thread
+            self._warming = self._executor.submit(_ready)  # start it now, not on a batch
 
     @property
     def alive(self) -> bool:

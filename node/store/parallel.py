@@ -32,6 +32,7 @@ from __future__ import annotations
 import array
 import atexit
 import collections
+import contextlib
 import hashlib
 import itertools
 import logging
@@ -191,6 +192,7 @@ def die_with_parent(parent: int) -> None:
     process group, and the parent, not its worker, decides how to stop (no KeyboardInterrupt
     traceback from the worker)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # ignored now: see spawning()
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -200,14 +202,29 @@ def die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+@contextlib.contextmanager
+def spawning() -> Iterator[None]:
+    """SIGINT blocked in this thread while it spawns workers. A spawned child inherits the
+    signal mask through exec, so a Ctrl-C (SIGINT to the whole process group) that lands while
+    the child still imports, before die_with_parent ignores SIGINT, stays pending and is then
+    dropped, instead of a KeyboardInterrupt traceback in the node's output. The parent's own
+    SIGINT goes to its other threads meanwhile, or waits the few ms of the spawn."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def start_pool() -> multiprocessing.pool.Pool:
     """The worker pool, started now if it is not running (spawned: safe from any thread)."""
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = multiprocessing.get_context("spawn").Pool(
-                1, initializer=die_with_parent, initargs=(os.getpid(),)
-            )
+            with spawning():
+                _pool = multiprocessing.get_context("spawn").Pool(
+                    1, initializer=die_with_parent, initargs=(os.getpid(),)
+                )
         return _pool
 
 

@@ -192,7 +192,8 @@ def test_ctrl_c_of_a_node_stops_it_and_its_worker_silently(tmp_path: pathlib.Pat
         while not (workers := _children(node.pid)):
             assert time.monotonic() < deadline, "the node started no admission worker"
             time.sleep(0.05)
-        time.sleep(0.5)  # the worker's initializer has run
+        # At once: the SIGINT lands while the worker still imports, before its initializer
+        # ignores SIGINT (it was born with SIGINT blocked: parallel.spawning).
         os.killpg(node.pid, signal.SIGINT)
         output, _ = node.communicate(timeout=30)
     finally:

@@ -3,6 +3,9 @@ cases at the top of the tree."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
 import time
 from typing import Any
 
@@ -189,3 +192,28 @@ def _cut(records: list[bytes], depth: int, split: Any) -> tuple[list[bytes], int
 
     buckets = split(records, depth)
     return buckets, len(records), depth, bucket_hashes(buckets, depth)
+
+
+def _mask_at_start(path: str) -> None:
+    with open(path, "w") as out:
+        out.write(",".join(str(int(s)) for s in signal.pthread_sigmask(signal.SIG_BLOCK, set())))
+
+
+def test_a_worker_is_born_with_sigint_blocked(tmp_path: Any) -> None:
+    """A Ctrl-C reaches the whole process group. One that lands while a worker still imports,
+    before die_with_parent ignores SIGINT, must not end in a KeyboardInterrupt traceback in
+    the node's output (CI saw one): workers are spawned with SIGINT blocked, and a spawned
+    child keeps the mask through exec. The spawning thread's mask is restored after."""
+    path = str(tmp_path / "mask")
+    with parallel.spawning():
+        pool = multiprocessing.get_context("spawn").Pool(
+            1, initializer=_mask_at_start, initargs=(path,)
+        )
+    try:
+        pool.apply(os.getpid)
+    finally:
+        pool.terminate()
+        pool.join()
+    with open(path) as mask:
+        assert mask.read() == str(int(signal.SIGINT))
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
