@@ -122,11 +122,18 @@ def _hash_packed(packed: Packed, leaf: bool) -> tuple[bytes, bytes]:
     return b"".join(left), b"".join(right)
 
 
-def _split(blob: bytes) -> Iterator[bytes]:
-    return map(
-        blob.__getitem__,
-        map(slice, range(0, len(blob), RECORD), range(RECORD, len(blob) + 1, RECORD)),
-    )
+def _records(blobs: list[bytes], into: list[bytes] | None = None) -> list[bytes]:
+    """The RECORD-byte records of joined blobs, appended to `into` (a new list by default)."""
+    records: list[bytes] = [] if into is None else into
+    for blob in blobs:
+        size = len(blob)
+        records.extend(
+            map(
+                blob.__getitem__,
+                map(slice, range(0, size, RECORD), range(RECORD, size + 1, RECORD)),
+            )
+        )
+    return records
 
 
 class Half:
@@ -143,10 +150,7 @@ class Half:
 
     def records(self) -> list[bytes]:
         """Every record, as a list (the parent's own list, extended: call once)."""
-        records = self.own
-        for blob in self.blobs:
-            records.extend(_split(blob))
-        self.blobs = []
+        records, self.blobs = _records(self.blobs, self.own), []
         return records
 
     def packed(self) -> list[bytes]:
@@ -158,8 +162,7 @@ def _half_root(parts: list[bytes]) -> tuple[bytes, int]:
     """(subtree hash at depth 1, leaf count) of one half's leaf records, given as blobs of
     records in any order (sorted here): the other third of the hashing. ValueError on two
     equal key hashes."""
-    records = [record for blob in parts for record in _split(blob)]
-    return _root_of_records(records)
+    return _root_of_records(_records(parts))
 
 
 def _root_of_records(records: list[bytes]) -> tuple[bytes, int]:
@@ -374,7 +377,7 @@ def _half_tree(parts: list[bytes], depth: int) -> tuple[bytes, bytes, bytes]:
     """The worker's part of flat_tree: the right half's (key hash, value hash) records, given
     as blobs in any order, sorted, cut into that half's buckets of `depth` and hashed; as
     (records in bucket order, counts, hashes) to send back (flattree's pack_*)."""
-    records = [record for blob in parts for record in _split(blob)]
+    records = _records(parts)
     records.sort()
     half = 1 << (depth - 1)
     buckets = flattree.split_sorted(records, depth, half, half)
@@ -431,23 +434,24 @@ def flat_tree(
     del records
     hashed = _bucket_hashes(buckets, depth)
     answer = _await(pending, started, timeout_s, count)
-    try:
-        blob, counts, hashes = answer
-        right_buckets = flattree.unpack_buckets(blob, array.array("I", counts))
-        right_hashed = flattree.unpack_hashes(hashes)
-        if (
-            len(right_buckets) != half
-            or len(right_hashed) != half
-            or len(blob) != right_count * RECORD
-        ):
-            raise ValueError("a worker's half of another size")
-    except (TypeError, ValueError, StoreCorrupted):  # no answer, or not one
-        blob, counts, hashes = _half_tree(right_half.packed(), depth)
-        right_buckets = flattree.unpack_buckets(blob, array.array("I", counts))
-        right_hashed = flattree.unpack_hashes(hashes)
-    buckets.extend(right_buckets)
-    hashed.extend(right_hashed)
+    if not _is_half_tree(answer, half, right_count):  # no answer, or not the half it was sent
+        answer = _half_tree(right_half.packed(), depth)
+    blob, counts, hashes = answer
+    flattree.unpack_buckets(blob, array.array("I", counts), buckets)
+    hashed.extend(flattree.unpack_hashes(hashes))
     return FlatTree.assemble(buckets, count, depth, hashed)
+
+
+def _is_half_tree(answer: Any, buckets: int, records: int) -> TypeGuard[tuple[bytes, bytes, bytes]]:
+    """`answer` is _half_tree's for `buckets` buckets holding `records` records."""
+    return (
+        type(answer) is tuple
+        and len(answer) == 3
+        and all(type(part) is bytes for part in answer)
+        and len(answer[1]) == 4 * buckets
+        and len(answer[2]) == 33 * buckets
+        and len(answer[0]) == records * RECORD == sum(array.array("I", answer[1])) * RECORD
+    )
 
 
 def regrown(tree: FlatTree, *, timeout_s: float | None = None) -> FlatTree:
