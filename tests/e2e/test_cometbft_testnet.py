@@ -24,7 +24,7 @@ from node.core.crypto import SigningKey
 from node.core.records import OrderKind, Side, TimeInForce
 from node.core.txs import CancelAll, OracleUpdate, PlaceOrder, PricePoint
 from node.devnet import Bots
-from node.testnet import ORACLE_LAG_MS, Testnet, running
+from node.testnet import ORACLE_LAG_MS, Testnet, Validator, running
 from tests.e2e.cometbft import Sender, equal_roots, heights, make_testnet, wait_committed
 
 ALL = [0, 1, 2, 3]
@@ -54,6 +54,16 @@ class BotThread(threading.Thread):
             except Exception as error:  # noqa: BLE001 - reported by the test, not swallowed
                 self.errors.append(repr(error))
             self.halt.wait(0.3)
+
+
+def switched_heights(validator: Validator) -> list[int]:
+    """The heights at which the validator's CometBFT switched from block sync to consensus."""
+    log = (validator.home / "cometbft.log").read_text(errors="replace")
+    return [
+        int(line.rsplit("height=", 1)[1].split()[0])
+        for line in log.splitlines()
+        if "Time to switch to consensus reactor!" in line
+    ]
 
 
 def test_four_validators_commit_trades_survive_a_kill_and_halt_without_quorum(
@@ -144,13 +154,14 @@ def test_four_validators_commit_trades_survive_a_kill_and_halt_without_quorum(
             target = max(heights(net, [0, 1, 2])) + 2
             net.wait_height(target, ALL, timeout_s=90)
             equal_roots(net, ALL, target)
-            # It fetched the blocks it missed by block sync before rejoining consensus.
-            log = (net.validators[3].home / "cometbft.log").read_text()
-            switched = [
-                int(line.rsplit("height=", 1)[1].split()[0])
-                for line in log.splitlines()
-                if "Time to switch to consensus reactor!" in line
-            ]
+            # It fetched the blocks it missed by block sync before rejoining consensus. Block
+            # sync may already have applied the target height while its once-a-second check
+            # has not yet switched to consensus, so the log line is waited for.
+            deadline = time.monotonic() + 30
+            switched = switched_heights(net.validators[3])
+            while not (switched and switched[-1] > killed_at + 2) and time.monotonic() < deadline:
+                time.sleep(0.5)
+                switched = switched_heights(net.validators[3])
             assert switched and switched[-1] > killed_at + 2, (killed_at, switched)
 
             # Two of four stopped: 1/2 of the voting power, no block can be committed.
