@@ -55,7 +55,7 @@ def leaf_hash(key_hash_: bytes, value_hash_: bytes) -> bytes:
 # less than hashing domain + left + right, whose two concatenations make two objects. The
 # tree's hot loops (blocks, verify) hash ~15 nodes an update.
 NODE_PREFIX = _sha256(NODE_DOMAIN)
-_LEFT_EMPTY = _sha256(NODE_DOMAIN + EMPTY)  # a node whose left side is empty
+LEFT_EMPTY_PREFIX = _sha256(NODE_DOMAIN + EMPTY)  # a node whose left side is empty
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:
@@ -129,7 +129,7 @@ def _pad(digest: bytes, split: int, key: int, depth: int) -> bytes:
         return digest
     for bit_depth in range(split - 1, depth - 1, -1):
         if (key >> (KEY_BITS - 1 - bit_depth)) & 1:
-            h = _LEFT_EMPTY.copy()
+            h = LEFT_EMPTY_PREFIX.copy()
         else:
             h = NODE_PREFIX.copy()
             h.update(digest)

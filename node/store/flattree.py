@@ -41,6 +41,7 @@ from node.core.merkle import (
     EMPTY,
     KEY_DOMAIN,
     LEAF_DOMAIN,
+    LEFT_EMPTY_PREFIX,
     NODE_PREFIX,
     PROOF_EMPTY,
     PROOF_LEAF,
@@ -56,7 +57,7 @@ from node.store.errors import StoreCorrupted
 Change = tuple[int, bytes, bytes | None]  # (key hash int, key hash, new value hash or None)
 RECORD = 64  # key hash + value hash
 MIN_DEPTH = 4
-MAX_DEPTH = 24
+MAX_DEPTH = 24  # < 64: _prefix_root counts bits within a 64-bit prefix
 # Leaves per bucket: a change re-hashes its whole bucket, so small buckets are fast (1 M keys,
 # 1,000-update blocks: 88 ms a block at 15 a bucket, 71 at 7.6, 43 at 3.8, 54 at 1.9) and
 # cost top nodes (33 bytes each) and bucket objects (~41 bytes) per bucket.
@@ -68,6 +69,7 @@ GROW_PER_BUCKET = 8
 BUCKETS_PER_STEP = 256  # buckets re-hashed between two yields of compute_steps
 
 _sha256 = hashlib.sha256
+_PREFIX = struct.Struct(">Q56x")  # a record's first 64 key hash bits: where its bucket splits
 _EMPTY_BUCKET = b""
 _MAGIC = b"PCFT\x00\x01"
 _HEADER = struct.Struct(">6sBQQ")  # magic, depth, key count, record bytes
@@ -96,10 +98,40 @@ def bucket_hash(records: bytes, depth: int) -> tuple[bytes, int]:
     sha, ld = _sha256, LEAF_DOMAIN
     if size == RECORD:
         return sha(ld + records).digest(), 1
-    offsets = range(0, size, RECORD)
-    leaves = [sha(ld + records[at : at + RECORD]).digest() for at in offsets]
-    keys = [int.from_bytes(records[at : at + 32], "big") for at in offsets]
+    leaves = [sha(ld + records[at : at + RECORD]).digest() for at in range(0, size, RECORD)]
+    prefixes = [prefix for (prefix,) in _PREFIX.iter_unpack(records)]
+    if len(set(prefixes)) == len(prefixes):  # the common case: split within 64 bits
+        return _prefix_root(prefixes, leaves, 0, len(leaves), depth), 2
+    keys = [int.from_bytes(records[at : at + 32], "big") for at in range(0, size, RECORD)]
     return subtree_root(keys, leaves, depth), 2
+
+
+def _prefix_root(prefixes: list[int], leaves: list[bytes], lo: int, hi: int, depth: int) -> bytes:
+    """merkle.subtree_root of leaves lo..hi (two or more) at `depth`, when their key hashes'
+    first 64 bits (`prefixes`, sorted) already tell them apart: a bucket's few leaves split
+    top down (recursion as deep as the leaves are many), with no 256-bit ints and no stack.
+    tests/store/test_flattree.py checks it against subtree_root."""
+    first = prefixes[lo]
+    split = 64 - (first ^ prefixes[hi - 1]).bit_length()  # the depth of the node over them
+    bit = 1 << (63 - split)
+    mid = lo + 1
+    while not prefixes[mid] & bit:
+        mid += 1
+    h = NODE_PREFIX.copy()
+    h.update(leaves[lo] if mid - lo == 1 else _prefix_root(prefixes, leaves, lo, mid, split + 1))
+    h.update(leaves[mid] if hi - mid == 1 else _prefix_root(prefixes, leaves, mid, hi, split + 1))
+    digest = h.digest()
+    while split > depth:  # a one-sided node per bit of their shared prefix, up to `depth`
+        split -= 1
+        if (first >> (63 - split)) & 1:
+            h = LEFT_EMPTY_PREFIX.copy()
+            h.update(digest)
+        else:
+            h = NODE_PREFIX.copy()
+            h.update(digest)
+            h.update(EMPTY)
+        digest = h.digest()
+    return digest
 
 
 def _join(left: bytes, left_kind: int, right: bytes, right_kind: int) -> tuple[bytes, int]:
@@ -124,13 +156,23 @@ class Delta:
     """Pending changes over a tree: new bucket records and top nodes, and the new key count.
     Reads through a delta see the tree as if it were applied."""
 
-    __slots__ = ("buckets", "nodes", "count", "depth")
+    __slots__ = ("buckets", "changed", "count", "depth", "_nodes")
 
     def __init__(self, depth: int, count: int) -> None:
         self.depth = depth
         self.count = count
         self.buckets: dict[int, bytes] = {}
-        self.nodes: dict[int, tuple[bytes, int]] = {}
+        # The changed top nodes, the root last if any: (nodes, hashes, kinds), as compute
+        # makes them and apply takes them; a dict of them only for reads through the delta.
+        self.changed: tuple[list[int], list[bytes], list[int]] = ([], [], [])
+        self._nodes: dict[int, tuple[bytes, int]] | None = None
+
+    @property
+    def nodes(self) -> dict[int, tuple[bytes, int]]:
+        if self._nodes is None:
+            nodes, digests, kinds = self.changed
+            self._nodes = dict(zip(nodes, zip(digests, kinds, strict=True), strict=True))
+        return self._nodes
 
 
 class FlatTree:
@@ -249,6 +291,8 @@ class FlatTree:
         return _join(left, left_kind, right, right_kind)
 
     def root(self, delta: Delta | None = None) -> bytes:
+        if delta is not None and delta.changed[0][-1:] == [1]:  # a block's: no dict built
+            return delta.changed[1][-1]
         return self._node(1, delta)[0]
 
     def size(self, delta: Delta | None = None) -> int:
@@ -332,9 +376,12 @@ class FlatTree:
         delta = Delta(depth, self.count)
         shift = 256 - depth
         first = 1 << depth
+        # The changed nodes of one level, sorted, with their hashes and kinds.
         dirty: list[int] = []
+        digests: list[bytes] = []
+        kinds: list[int] = []
         position, total = 0, len(changes)
-        buckets, new_buckets, nodes = self._buckets, delta.buckets, delta.nodes
+        buckets, new_buckets = self._buckets, delta.buckets
         while position < total:
             index = changes[position][0] >> shift
             end = position + 1
@@ -351,46 +398,59 @@ class FlatTree:
                 continue
             delta.count += (len(new) - len(old)) // RECORD
             new_buckets[index] = new
-            nodes[first + index] = bucket_hash(new, depth)
+            digest, kind = bucket_hash(new, depth)
             dirty.append(first + index)
+            digests.append(digest)
+            kinds.append(kind)
             if len(dirty) % BUCKETS_PER_STEP == 0:
                 yield None
-        # The top, level by level (dirty stays sorted, so siblings and a parent's repeats are
-        # neighbours); _join inlined: the hot loop of a block.
-        hashes, kinds = self._hashes, self._kinds
-        node_prefix, get = NODE_PREFIX.copy, nodes.get
+        all_nodes, all_digests, all_kinds = list(dirty), list(digests), list(kinds)
+        # The top, level by level: a changed node's sibling is the next changed node or the
+        # tree's own; _join's common case inlined (both sides hold leaves): the hot loop of a
+        # block.
+        tree_hashes, tree_kinds = self._hashes, self._kinds
+        node_prefix = NODE_PREFIX.copy
         left: bytes | bytearray
         right: bytes | bytearray
         while dirty and dirty[0] > 1:
             parents: list[int] = []
-            append, parent = parents.append, 0
-            for node in dirty:
-                if node >> 1 == parent:
-                    continue
-                parent = node >> 1
-                append(parent)
-                child = node & -2
-                found = get(child)
-                if found is None:  # only the right child changed
-                    at = child << 5
-                    left, left_kind = hashes[at : at + 32], kinds[child]
-                    right, right_kind = nodes[child + 1]
-                else:
-                    left, left_kind = found
-                    found = get(child + 1)
-                    if found is None:
-                        at = child << 5
-                        right, right_kind = hashes[at + 32 : at + 64], kinds[child + 1]
-                    else:
-                        right, right_kind = found
+            parent_digests: list[bytes] = []
+            parent_kinds: list[int] = []
+            count = len(dirty)
+            dirty.append(0)  # a sentinel: nobody's sibling
+            at = 0
+            while at < count:
+                node = dirty[at]
+                if node & 1:  # a right child; its left sibling is the tree's
+                    offset = (node - 1) << 5
+                    left, left_kind = tree_hashes[offset : offset + 32], tree_kinds[node - 1]
+                    right, right_kind = digests[at], kinds[at]
+                    at += 1
+                elif dirty[at + 1] == node + 1:  # both children changed
+                    left, left_kind = digests[at], kinds[at]
+                    right, right_kind = digests[at + 1], kinds[at + 1]
+                    at += 2
+                else:  # a left child; its right sibling is the tree's
+                    offset = (node + 1) << 5
+                    left, left_kind = digests[at], kinds[at]
+                    right, right_kind = tree_hashes[offset : offset + 32], tree_kinds[node + 1]
+                    at += 1
+                parents.append(node >> 1)
                 if left_kind and right_kind:
                     h = node_prefix()
                     h.update(left)
                     h.update(right)
-                    nodes[parent] = (h.digest(), 2)
+                    parent_digests.append(h.digest())
+                    parent_kinds.append(2)
                 else:
-                    nodes[parent] = _join(bytes(left), left_kind, bytes(right), right_kind)
-            dirty = parents
+                    digest, kind = _join(bytes(left), left_kind, bytes(right), right_kind)
+                    parent_digests.append(digest)
+                    parent_kinds.append(kind)
+            dirty, digests, kinds = parents, parent_digests, parent_kinds
+            all_nodes += parents
+            all_digests += parent_digests
+            all_kinds += parent_kinds
+        delta.changed = (all_nodes, all_digests, all_kinds)
         return delta
 
     def apply(self, delta: Delta) -> None:
@@ -401,7 +461,7 @@ class FlatTree:
         for index, records in delta.buckets.items():
             buckets[index] = records
         with memoryview(self._hashes) as hashes:  # its slice assignment is ~2x a bytearray's
-            for node, (digest, kind) in delta.nodes.items():
+            for node, digest, kind in zip(*delta.changed, strict=True):
                 at = node << 5
                 hashes[at : at + 32] = digest
                 kinds[node] = kind

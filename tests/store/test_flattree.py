@@ -14,7 +14,15 @@ from hypothesis import given, settings
 
 from node.core import merkle
 from node.store import StoreCorrupted
-from node.store.flattree import MIN_DEPTH, FlatTree, _merge, _splice, make_change, split_sorted
+from node.store.flattree import (
+    MIN_DEPTH,
+    FlatTree,
+    _merge,
+    _splice,
+    bucket_hash,
+    make_change,
+    split_sorted,
+)
 
 keys = st.binary(min_size=1, max_size=3)
 states = st.dictionaries(keys, st.binary(max_size=3), max_size=60)
@@ -111,3 +119,34 @@ def test_one_change_spliced_into_a_bucket_is_the_merge(
     kh = bucket[target] if target < len(bucket) else fresh
     change = (int.from_bytes(kh, "big"), kh, value)
     assert _splice(records, kh, value) == _merge(records, [change])[0]
+
+
+# Key hashes of a bucket at depth 4 (first 4 bits 0101), built to split anywhere: the bits
+# after the shared prefix come from a few seeds, so neighbours may share 64 bits or more (the
+# 256-bit fallback) and split at bit 63 (the last bit of the fast path's prefix) or before.
+_bucket_keys = st.lists(
+    st.tuples(st.integers(0, 2**60 - 1), st.sampled_from([0, 1, 2**191, 2**191 + 1])).map(
+        lambda pair: ((0b0101 << 252) | (pair[0] << 192) | pair[1]).to_bytes(32, "big")
+    ),
+    min_size=2,
+    max_size=10,
+    unique=True,
+)
+
+
+@given(bucket=_bucket_keys, low_bits=st.booleans())
+@settings(max_examples=300)
+def test_a_bucket_hashes_as_its_subtree_by_the_definition(
+    bucket: list[bytes], low_bits: bool
+) -> None:
+    """bucket_hash splits a bucket's leaves by their first 64 key hash bits when those tell
+    them apart, else by all 256: either way it is merkle.subtree_root of the leaves."""
+    if low_bits:  # neighbours that differ only in the last bit of the 64-bit prefix
+        bucket = sorted(
+            {kh[:7] + bytes([kh[7] & 0xFE | bit]) + kh[8:] for kh in bucket for bit in (0, 1)}
+        )
+    records = sorted(kh + bytes(reversed(kh)) for kh in bucket)
+    leaves = [merkle.leaf_hash(record[:32], record[32:]) for record in records]
+    keys = [int.from_bytes(record[:32], "big") for record in records]
+    expected = merkle.subtree_root(keys, leaves, 4)
+    assert bucket_hash(b"".join(records), 4) == (expected, 2)
