@@ -123,3 +123,25 @@ def test_store_scale_bench_prints_every_figure() -> None:
         pytest.skip("py-trie (bench extra) not installed: peer columns not checked")
     peer = report["peer"]
     assert peer["keys"] == 3000 and peer["updates_per_s"] > 0 and peer["load_keys_per_s"] > 0
+
+
+def test_store_scale_bench_pairs_the_block_workloads_in_rounds() -> None:
+    """At py-trie's N, both stores are kept and their block workloads run again in alternating
+    rounds (each from where the last left off); the target's ratio is the paired one."""
+    pytest.importorskip("trie", reason="py-trie (bench extra) not installed: no paired rounds")
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.store", "--scale", "--json"]
+        + ["--keys", "3000", "--peer-keys", "3000", "--blocks", "4", "--rounds", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    paired = report["paired"]
+    assert paired["rounds"] == 2 and paired["blocks_per_round"] == 2
+    assert paired["ours_updates_per_s"] > 0 and paired["peer_updates_per_s"] > 0
+    assert len(paired["round_ratios"]) == 2
+    assert "in 2 paired rounds" in report["targets"]["block workload >= 15x py-trie at 1M"]
+    assert "root" not in report["peer"]
