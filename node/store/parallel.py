@@ -38,6 +38,7 @@ import itertools
 import logging
 import multiprocessing
 import multiprocessing.pool
+import multiprocessing.resource_tracker
 import operator
 import os
 import signal
@@ -211,7 +212,13 @@ def spawning() -> Iterator[None]:
     signal mask through exec, so a Ctrl-C (SIGINT to the whole process group) that lands while
     the child still imports, before die_with_parent ignores SIGINT, stays pending and is then
     dropped, instead of a KeyboardInterrupt traceback in the node's output. The parent's own
-    SIGINT goes to its other threads meanwhile, or waits the few ms of the spawn."""
+    SIGINT goes to its other threads meanwhile, or waits the few ms of the spawn.
+
+    multiprocessing's resource tracker is started first: starting it (on the first spawn of
+    the process, when the pool makes its locks) unblocks SIGINT in the calling thread
+    (resource_tracker.ensure_running ends with SIG_UNBLOCK), so inside this block it would
+    undo the block before the worker is spawned."""
+    multiprocessing.resource_tracker.ensure_running()
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield

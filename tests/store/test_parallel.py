@@ -3,9 +3,11 @@ cases at the top of the tree."""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
+import pathlib
 import signal
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -194,26 +196,46 @@ def _cut(records: list[bytes], depth: int, split: Any) -> tuple[list[bytes], int
     return buckets, len(records), depth, bucket_hashes(buckets, depth)
 
 
-def _mask_at_start(path: str) -> None:
+_BORN_MASK = """
+import multiprocessing, os, signal, sys
+from node.store import parallel
+
+def at_start(path):
     with open(path, "w") as out:
         out.write(",".join(str(int(s)) for s in signal.pthread_sigmask(signal.SIG_BLOCK, set())))
+
+if __name__ == "__main__":
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    with parallel.spawning():
+        spawn = multiprocessing.get_context("spawn")
+        pool = spawn.Pool(1, initializer=at_start, initargs=(sys.argv[1],))
+    pool.apply(os.getpid)
+    pool.terminate()
+    pool.join()
+    print(signal.pthread_sigmask(signal.SIG_BLOCK, set()) == before)
+"""
 
 
 def test_a_worker_is_born_with_sigint_blocked(tmp_path: Any) -> None:
     """A Ctrl-C reaches the whole process group. One that lands while a worker still imports,
     before die_with_parent ignores SIGINT, must not end in a KeyboardInterrupt traceback in
     the node's output (CI saw one): workers are spawned with SIGINT blocked, and a spawned
-    child keeps the mask through exec. The spawning thread's mask is restored after."""
-    path = str(tmp_path / "mask")
-    with parallel.spawning():
-        pool = multiprocessing.get_context("spawn").Pool(
-            1, initializer=_mask_at_start, initargs=(path,)
-        )
-    try:
-        pool.apply(os.getpid)
-    finally:
-        pool.terminate()
-        pool.join()
-    with open(path) as mask:
-        assert mask.read() == str(int(signal.SIGINT))
-    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    child keeps the mask through exec. The spawning thread's mask is restored after.
+
+    In a fresh process, as a node's first pool: there multiprocessing's resource tracker is
+    not yet running, and starting it unblocks SIGINT (this test passed in the suite's process,
+    where an earlier test had started the tracker, and failed alone)."""
+    script = tmp_path / "born.py"
+    script.write_text(_BORN_MASK)
+    mask = tmp_path / "mask"
+    done = subprocess.run(
+        [sys.executable, str(script), str(mask)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[2])},
+    )
+    assert done.returncode == 0, done.stderr
+    assert str(int(signal.SIGINT)) in mask.read_text().split(",")
+    assert done.stdout.strip() == "True"  # the spawning thread's mask came back
