@@ -147,6 +147,29 @@ def _join(left: bytes, left_kind: int, right: bytes, right_kind: int) -> tuple[b
     return node_hash(left, right), 2
 
 
+def _hash_top(hashes: bytearray, kinds: bytearray, first: int) -> None:
+    """Every node above the buckets (nodes first-1 down to the root), from the buckets' hashes
+    and kinds in place: a node's two children are one 64-byte slice of the heap. The rebuilds'
+    and a regrow's top (2**T - 1 nodes: ~4 M for a 10 M state), ~1 us a node."""
+    node_prefix = NODE_PREFIX.copy
+    with memoryview(hashes) as view:
+        for node in range(first - 1, 0, -1):
+            child = node << 1
+            left_kind, right_kind = kinds[child], kinds[child + 1]
+            at = child << 5
+            if left_kind and right_kind:
+                h = node_prefix()
+                h.update(view[at : at + 64])
+                view[at >> 1 : (at >> 1) + 32] = h.digest()
+                kinds[node] = 2
+            else:
+                digest, kind = _join(
+                    bytes(view[at : at + 32]), left_kind, bytes(view[at + 32 : at + 64]), right_kind
+                )
+                view[at >> 1 : (at >> 1) + 32] = digest
+                kinds[node] = kind
+
+
 def bucket_hashes(buckets: list[bytes], depth: int) -> list[tuple[bytes, int]]:
     """(hash, kind) of each bucket at `depth`."""
     return [bucket_hash(records, depth) for records in buckets]
@@ -250,10 +273,8 @@ class FlatTree:
         kinds = bytearray(first) + bytes(kind for _, kind in hashed)
         if len(hashes) != 32 * size:
             raise StoreCorrupted("a bucket hash of the wrong size")
-        tree = cls(depth, count, buckets, hashes, kinds)
-        for node in range(first - 1, 0, -1):
-            tree._set(node, *tree._child_join(node, None))
-        return tree
+        _hash_top(hashes, kinds, first)
+        return cls(depth, count, buckets, hashes, kinds)
 
     def copy(self) -> FlatTree:
         """An independent copy (the buckets' bytes are shared: they are immutable)."""
@@ -280,15 +301,6 @@ class FlatTree:
             if found is not None:
                 return found
         return self._buckets[index]
-
-    def _set(self, node: int, digest: bytes, kind: int) -> None:
-        self._hashes[node * 32 : node * 32 + 32] = digest
-        self._kinds[node] = kind
-
-    def _child_join(self, node: int, delta: Delta | None) -> tuple[bytes, int]:
-        left, left_kind = self._node(2 * node, delta)
-        right, right_kind = self._node(2 * node + 1, delta)
-        return _join(left, left_kind, right, right_kind)
 
     def root(self, delta: Delta | None = None) -> bytes:
         if delta is not None and delta.changed[0][-1:] == [1]:  # a block's: no dict built
