@@ -241,14 +241,7 @@ def child_peer(args: argparse.Namespace, keys: int, scratch: str) -> dict[str, A
             done = (number + 1) * LOAD_CHUNK
             _log(f"    {done:,} keys, {_rate(done, seconds):,} keys/s")
     out["load_keys_per_s"] = _rate(keys, seconds)
-
-    def commit(block: dict[bytes, bytes]) -> None:
-        with trie.squash_changes() as batch:
-            for key, value in block.items():
-                batch[key] = value
-        db.flush()
-        trie.root_hash  # noqa: B018 - the root after each block, as for our store
-
+    commit = _trie_commit(trie, db)
     _log(f"  py-trie {keys:,}: {args.blocks} blocks x {args.updates:,} updates, synced ...")
     db.db.compact_range()
     out.update(_blocks(args, keys, commit))
@@ -261,6 +254,19 @@ def child_peer(args: argparse.Namespace, keys: int, scratch: str) -> dict[str, A
     db.db.close()
     out["rss_peak_mib"] = _mib(_status_kib("VmHWM"))
     return out
+
+
+def _trie_commit(trie: Any, db: Any) -> Any:
+    """py-trie's block commit: the block's updates squashed, one synced batch, the root."""
+
+    def commit(block: dict[bytes, bytes]) -> None:
+        with trie.squash_changes() as batch:
+            for key, value in block.items():
+                batch[key] = value
+        db.flush()
+        trie.root_hash  # noqa: B018 - the root after each block, as for our store
+
+    return commit
 
 
 def child_ours_blocks(args: argparse.Namespace, keys: int) -> dict[str, Any]:
@@ -282,15 +288,7 @@ def child_peer_blocks(args: argparse.Namespace, keys: int) -> dict[str, Any]:
 
     db = _BatchedLevelDB(args.path)
     trie = HexaryTrie(db, root_hash=bytes.fromhex(args.root))
-
-    def commit(block: dict[bytes, bytes]) -> None:
-        with trie.squash_changes() as batch:
-            for key, value in block.items():
-                batch[key] = value
-        db.flush()
-        trie.root_hash  # noqa: B018 - the root after each block, as for our store
-
-    out = _blocks(args, keys, commit)
+    out = _blocks(args, keys, _trie_commit(trie, db))
     out["root"] = trie.root_hash.hex()
     db.db.close()
     return out

@@ -218,8 +218,9 @@ def spawning() -> Iterator[None]:
     the process, when the pool makes its locks) unblocks SIGINT in the calling thread
     (resource_tracker.ensure_running ends with SIG_UNBLOCK), so inside this block it would
     undo the block before the worker is spawned."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, set())  # restored as it was
     multiprocessing.resource_tracker.ensure_running()
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:

@@ -184,7 +184,7 @@ def test_ctrl_c_of_a_node_stops_it_and_its_worker_silently(tmp_path: pathlib.Pat
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"},
         start_new_session=True,  # its own process group, as a shell job has
     )
     try:
@@ -195,7 +195,17 @@ def test_ctrl_c_of_a_node_stops_it_and_its_worker_silently(tmp_path: pathlib.Pat
         # At once: the SIGINT lands while the worker still imports, before its initializer
         # ignores SIGINT (it was born with SIGINT blocked: parallel.spawning).
         os.killpg(node.pid, signal.SIGINT)
-        output, _ = node.communicate(timeout=30)
+        try:
+            output, _ = node.communicate(timeout=30)
+        except subprocess.TimeoutExpired:  # say where it hung: its threads' stacks and output
+            tree = {pid: _state(pid) for pid in [node.pid, *_children(node.pid)]}
+            os.kill(node.pid, signal.SIGABRT)  # PYTHONFAULTHANDLER: every thread's stack
+            time.sleep(1)
+            os.killpg(node.pid, signal.SIGKILL)
+            output, _ = node.communicate(timeout=30)
+            pytest.fail(
+                f"the node did not stop on SIGINT in 30 s; processes {tree}\n{output[-4000:]}"
+            )
     finally:
         if node.poll() is None:
             node.kill()
