@@ -147,7 +147,7 @@ def _join(left: bytes, left_kind: int, right: bytes, right_kind: int) -> tuple[b
     return node_hash(left, right), 2
 
 
-def _hash_top(hashes: bytearray, kinds: bytearray, first: int) -> None:
+def hash_top(hashes: bytearray, kinds: bytearray, first: int) -> None:
     """Every node above the buckets (nodes first-1 down to the root), from the buckets' hashes
     and kinds in place: a node's two children are one 64-byte slice of the heap. The rebuilds'
     and a regrow's top (2**T - 1 nodes: ~4 M for a 10 M state), ~1 us a node."""
@@ -273,7 +273,7 @@ class FlatTree:
         kinds = bytearray(first) + bytes(kind for _, kind in hashed)
         if len(hashes) != 32 * size:
             raise StoreCorrupted("a bucket hash of the wrong size")
-        _hash_top(hashes, kinds, first)
+        hash_top(hashes, kinds, first)
         return cls(depth, count, buckets, hashes, kinds)
 
     def copy(self) -> FlatTree:

@@ -65,6 +65,8 @@ _pool_lock = threading.Lock()
 CHUNK_PAIRS = 50_000  # pairs per chunk of the first round
 WORKER_QUEUE = 2  # chunks waiting at the worker: it never idles while the parent reads
 RECORD = 64  # key hash || leaf hash (state_root) or key hash || value hash (flat_tree)
+BIN_BITS = 8  # a large half is sorted and hashed in 2**8 bins (_root_of_records)
+BIN_MIN = 1 << 16  # records of a half below which it is sorted whole
 
 # What crosses to the worker and back is a few large bytes objects, never lists of small
 # ones: pickling 50,000 pairs took ~20 ms of the parent's GIL a chunk (in the pool's feeder
@@ -167,10 +169,41 @@ def _half_root(parts: list[bytes]) -> tuple[bytes, int]:
 
 
 def _root_of_records(records: list[bytes]) -> tuple[bytes, int]:
+    """(subtree hash at depth 1, leaf count) of one half's leaf records, in any order.
+
+    A large half is first cut into 2**BIN_BITS bins by the key hash bits after the half's,
+    and each bin is sorted and hashed on its own, then the bins' top: sorting 5 M scattered
+    64-byte records at once costs ~1 us a record in cache misses (0.6 at 0.5 M), and so does
+    building their ints in sorted order; a bin's ~20,000 fit in the cache."""
+    count = len(records)
+    if count < BIN_MIN:
+        return _sorted_root(records, 1), count
+    bins: list[list[bytes]] = [[] for _ in range(1 << BIN_BITS)]
+    appends = [part.append for part in bins]
+    for record in records:  # bits 1-8 of the key hash (bit 0 is the half)
+        appends[(record[0] << 1 & 0xFE) | record[1] >> 7](record)
+    hashed = []
+    for part in bins:
+        if not part:
+            hashed.append((merkle.EMPTY, 0))
+        elif len(part) == 1:
+            hashed.append((part[0][32:], 1))  # a lone leaf rises
+        else:
+            hashed.append((_sorted_root(part, 1 + BIN_BITS), 2))
+    first = 1 << BIN_BITS
+    hashes = bytearray(32 * first) + b"".join(digest for digest, _ in hashed)
+    kinds = bytearray(first) + bytes(kind for _, kind in hashed)
+    flattree.hash_top(hashes, kinds, first)
+    return bytes(hashes[32:64]), count  # node 1: the half, at depth 1
+
+
+def _sorted_root(records: list[bytes], depth: int) -> bytes:
+    """merkle.subtree_root at `depth` of leaf records that share their first `depth` bits,
+    sorted here (ValueError on two equal key hashes)."""
     records.sort()
     ints = [int.from_bytes(record[:32], "big") for record in records]
     leaves = [record[32:] for record in records]
-    return merkle.subtree_root(ints, leaves, 1), len(records)
+    return merkle.subtree_root(ints, leaves, depth)
 
 
 # What the worker runs; module attributes so a test can substitute a slow or failing one.

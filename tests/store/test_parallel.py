@@ -239,3 +239,30 @@ def test_a_worker_is_born_with_sigint_blocked(tmp_path: Any) -> None:
     assert done.returncode == 0, done.stderr
     assert str(int(signal.SIGINT)) in mask.read_text().split(",")
     assert done.stdout.strip() == "True"  # the spawning thread's mask came back
+
+
+@given(
+    keys=st.lists(st.binary(min_size=1, max_size=4), min_size=0, max_size=400, unique=True),
+    half=st.sampled_from([0, 1]),
+)
+@settings(max_examples=60, deadline=None)
+def test_a_half_hashed_in_bins_is_the_half_sorted_whole(keys: list[bytes], half: int) -> None:
+    """A large half is cut into 256 bins by key hash bits 1-8 and each bin sorted and hashed
+    on its own: the same subtree as the half sorted whole, with empty, single and full bins
+    (BIN_MIN lowered so that small halves take the binned path too)."""
+    records = []
+    for key in keys:
+        kh = bytearray(merkle.key_hash(key))
+        kh[0] = kh[0] & 0x7F | half << 7  # all in one half
+        records.append(bytes(kh) + merkle.leaf_hash(bytes(kh), merkle.value_hash(key)))
+    expected = parallel._sorted_root(list(records), 1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(parallel, "BIN_MIN", 0)
+        assert parallel._root_of_records(list(records)) == (expected, len(records))
+
+
+def test_a_repeated_key_hash_in_a_binned_half_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parallel, "BIN_MIN", 0)
+    records = [merkle.key_hash(b"k%d" % i) + bytes(32) for i in range(50)]
+    with pytest.raises(ValueError, match="one key hash"):
+        parallel._root_of_records(records + records[:1])
