@@ -178,12 +178,8 @@ def _root_of_records(records: list[bytes]) -> tuple[bytes, int]:
     count = len(records)
     if count < BIN_MIN:
         return _sorted_root(records, 1), count
-    bins: list[list[bytes]] = [[] for _ in range(1 << BIN_BITS)]
-    appends = [part.append for part in bins]
-    for record in records:  # bits 1-8 of the key hash (bit 0 is the half)
-        appends[(record[0] << 1 & 0xFE) | record[1] >> 7](record)
     hashed = []
-    for part in bins:
+    for part in _bins(records):
         if not part:
             hashed.append((merkle.EMPTY, 0))
         elif len(part) == 1:
@@ -195,6 +191,28 @@ def _root_of_records(records: list[bytes]) -> tuple[bytes, int]:
     kinds = bytearray(first) + bytes(kind for _, kind in hashed)
     flattree.hash_top(hashes, kinds, first)
     return bytes(hashes[32:64]), count  # node 1: the half, at depth 1
+
+
+def _bins(records: list[bytes]) -> list[list[bytes]]:
+    """One half's records in 2**BIN_BITS lists by key hash bits 1-8 (bit 0 is the half's),
+    in key order: each to sort on its own (see _root_of_records)."""
+    bins: list[list[bytes]] = [[] for _ in range(1 << BIN_BITS)]
+    appends = [part.append for part in bins]
+    for record in records:
+        appends[(record[0] << 1 & 0xFE) | record[1] >> 7](record)
+    return bins
+
+
+def _sorted_half(records: list[bytes]) -> list[bytes]:
+    """One half's records sorted (flat_tree's halves): a large half bin by bin."""
+    if len(records) < BIN_MIN:
+        records.sort()
+        return records
+    ordered: list[bytes] = []
+    for part in _bins(records):
+        part.sort()
+        ordered.extend(part)
+    return ordered
 
 
 def _sorted_root(records: list[bytes], depth: int) -> bytes:
@@ -418,8 +436,7 @@ def _half_tree(parts: list[bytes], depth: int) -> tuple[bytes, bytes, bytes]:
     """The worker's part of flat_tree: the right half's (key hash, value hash) records, given
     as blobs in any order, sorted, cut into that half's buckets of `depth` and hashed; as
     (records in bucket order, counts, hashes) to send back (flattree's pack_*)."""
-    records = _records(parts)
-    records.sort()
+    records = _sorted_half(_records(parts))
     half = 1 << (depth - 1)
     buckets = flattree.split_sorted(records, depth, half, half)
     del records
@@ -468,9 +485,8 @@ def flat_tree(
     half = 1 << (depth - 1)
     started = time.monotonic()
     pending = _submit(_worker_half_tree, right_half.packed(), depth)
-    records = left_half.records()
+    records = _sorted_half(left_half.records())
     del left_half
-    records.sort()
     buckets = flattree.split_sorted(records, depth, 0, half)
     del records
     hashed = _bucket_hashes(buckets, depth)

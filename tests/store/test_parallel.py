@@ -247,9 +247,9 @@ def test_a_worker_is_born_with_sigint_blocked(tmp_path: Any) -> None:
 )
 @settings(max_examples=60, deadline=None)
 def test_a_half_hashed_in_bins_is_the_half_sorted_whole(keys: list[bytes], half: int) -> None:
-    """A large half is cut into 256 bins by key hash bits 1-8 and each bin sorted and hashed
-    on its own: the same subtree as the half sorted whole, with empty, single and full bins
-    (BIN_MIN lowered so that small halves take the binned path too)."""
+    """A large half is cut into 256 bins by key hash bits 1-8 and each bin sorted (and hashed)
+    on its own: the same order and subtree as the half sorted whole, with empty, single and
+    full bins (BIN_MIN lowered so that small halves take the binned path too)."""
     records = []
     for key in keys:
         kh = bytearray(merkle.key_hash(key))
@@ -259,6 +259,7 @@ def test_a_half_hashed_in_bins_is_the_half_sorted_whole(keys: list[bytes], half:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(parallel, "BIN_MIN", 0)
         assert parallel._root_of_records(list(records)) == (expected, len(records))
+        assert parallel._sorted_half(list(records)) == sorted(records)  # flat_tree's halves
 
 
 def test_a_repeated_key_hash_in_a_binned_half_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
