@@ -205,6 +205,8 @@ def at_start(path):
         out.write(",".join(str(int(s)) for s in signal.pthread_sigmask(signal.SIG_BLOCK, set())))
 
 if __name__ == "__main__":
+    import multiprocessing.resource_tracker
+    multiprocessing.resource_tracker.ensure_running()  # as the node's admission pool does
     before = signal.pthread_sigmask(signal.SIG_BLOCK, set())
     with parallel.spawning():
         spawn = multiprocessing.get_context("spawn")
@@ -222,9 +224,9 @@ def test_a_worker_is_born_with_sigint_blocked(tmp_path: Any) -> None:
     the node's output (CI saw one): workers are spawned with SIGINT blocked, and a spawned
     child keeps the mask through exec. The spawning thread's mask is restored after.
 
-    In a fresh process, as a node's first pool: there multiprocessing's resource tracker is
-    not yet running, and starting it unblocks SIGINT (this test passed in the suite's process,
-    where an earlier test had started the tracker, and failed alone)."""
+    In a fresh process whose resource tracker runs, as in the node (see spawning's known
+    limit: starting the tracker unblocks SIGINT; this test passed in the suite's process only
+    because an earlier test had started it, and failed alone)."""
     script = tmp_path / "born.py"
     script.write_text(_BORN_MASK)
     mask = tmp_path / "mask"
