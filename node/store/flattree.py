@@ -147,7 +147,21 @@ def _join(left: bytes, left_kind: int, right: bytes, right_kind: int) -> tuple[b
     return node_hash(left, right), 2
 
 
-def hash_top(hashes: bytearray, kinds: bytearray, first: int) -> None:
+def heap_of(hashed: list[tuple[bytes, int]]) -> tuple[bytearray, bytearray]:
+    """The dense heap (hashes, kinds; node i's children 2i and 2i+1, node 0 unused) whose
+    lowest level is `hashed` ((hash, kind) of a power of two of subtrees, from node
+    len(hashed)), every node above it hashed: a tree's top over its buckets, or verify's
+    over a half's bins."""
+    first = len(hashed)
+    hashes = bytearray(EMPTY * first) + b"".join(digest for digest, _ in hashed)
+    kinds = bytearray(first) + bytes(kind for _, kind in hashed)
+    if len(hashes) != 64 * first:
+        raise StoreCorrupted("a bucket hash of the wrong size")
+    _hash_top(hashes, kinds, first)
+    return hashes, kinds
+
+
+def _hash_top(hashes: bytearray, kinds: bytearray, first: int) -> None:
     """Every node above the buckets (nodes first-1 down to the root), from the buckets' hashes
     and kinds in place: a node's two children are one 64-byte slice of the heap. The rebuilds'
     and a regrow's top (2**T - 1 nodes: ~4 M for a 10 M state), ~1 us a node."""
@@ -265,15 +279,10 @@ class FlatTree:
     ) -> FlatTree:
         """The tree over `buckets` (the 2**depth buckets of `depth`, `count` records) whose
         (hash, kind) are `hashed` (bucket_hashes, maybe computed elsewhere): the top hashed."""
-        size = 1 << (depth + 1)
         first = 1 << depth
         if len(buckets) != first or len(hashed) != first:
             raise StoreCorrupted("buckets and their hashes disagree with the depth")
-        hashes = bytearray(EMPTY * first) + b"".join(digest for digest, _ in hashed)
-        kinds = bytearray(first) + bytes(kind for _, kind in hashed)
-        if len(hashes) != 32 * size:
-            raise StoreCorrupted("a bucket hash of the wrong size")
-        hash_top(hashes, kinds, first)
+        hashes, kinds = heap_of(hashed)
         return cls(depth, count, buckets, hashes, kinds)
 
     def copy(self) -> FlatTree:

@@ -185,10 +185,7 @@ def _root_of_records(records: list[bytes]) -> tuple[bytes, int]:
             hashed.append((part[0][32:], 1))  # a lone leaf rises
         else:
             hashed.append((_sorted_root(part, 1 + BIN_BITS), 2))
-    first = 1 << BIN_BITS
-    hashes = bytearray(32 * first) + b"".join(digest for digest, _ in hashed)
-    kinds = bytearray(first) + bytes(kind for _, kind in hashed)
-    flattree.hash_top(hashes, kinds, first)
+    hashes, _ = flattree.heap_of(hashed)
     return bytes(hashes[32:64]), count  # node 1: the half, at depth 1
 
 
